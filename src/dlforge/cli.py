@@ -1,0 +1,204 @@
+"""The `dlforge` command: one subcommand per lifecycle verb.
+
+User errors (bad spec, data or run) print one line and exit with code 2; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="dlforge: from a YAML spec to a trained, evaluated, reported model.")
+err = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+log = logging.getLogger("dlforge")
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False) -> None:
+    _state["debug"] = debug
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(console=err, show_path=False, rich_tracebacks=debug)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a DlforgeError into one red line and exit code 2 (the traceback only with --debug)."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from dlforge.errors import DlforgeError
+
+        try:
+            return command(*args, **kwargs)
+        except DlforgeError as e:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+RunArg = Annotated[Path, typer.Argument(help="a run directory", show_default=False)]
+
+
+@app.command()
+@_friendly
+def train(spec: Annotated[Path | None, typer.Argument(help="the spec YAML file", show_default=False)] = None,
+          set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: train.epochs=3")] = None,
+          runs_dir: Annotated[Path, typer.Option(help="where new runs are created")] = Path("runs"),
+          resume: Annotated[Path | None, typer.Option(help="finish a stopped run directory")] = None) -> None:
+    """Train a model from a spec into a new run directory (or resume a stopped one)."""
+    import dlforge
+    from dlforge.errors import DlforgeError
+    from dlforge.run import Run
+
+    if resume is not None:
+        if spec is not None or set_:
+            raise DlforgeError("--resume continues a run with its own spec.yaml: give no SPEC and no --set")
+        run = Run.open(resume, complete=False)
+        if run.is_complete:
+            raise DlforgeError(f"{resume}: this run already finished")
+        run = dlforge.train(run.read_spec(), resume=run)
+    elif spec is None:
+        raise DlforgeError("give a spec file (dlforge train spec.yaml) or --resume RUN_DIR")
+    else:
+        run = dlforge.train(dlforge.load_spec(spec, set_ or []), runs_dir=runs_dir)
+    if run is not None:
+        _print_summary(run)
+
+
+@app.command()
+@_friendly
+def validate(spec: Annotated[Path, typer.Argument(help="the spec YAML file")],
+             set_: Annotated[list[str] | None, typer.Option("--set", help="override a field")] = None) -> None:
+    """Check a spec without training; print it resolved."""
+    import dlforge
+    from dlforge.spec import spec_to_yaml
+
+    out.print(spec_to_yaml(dlforge.load_spec(spec, set_ or [])), highlight=False)
+
+
+@app.command()
+@_friendly
+def evaluate(run: RunArg,
+             data: Annotated[str | None, typer.Option(help="another data source (default: the test split)")] = None,
+             out_dir: Annotated[Path | None, typer.Option("--out", help="where eval.json and plots go")] = None,
+             device: str = "cpu") -> None:
+    """Accuracy, macro-F1, per-class precision/recall, confusion matrix, calibration; writes eval.json."""
+    from dlforge.evaluate import evaluate_run
+
+    result, where = evaluate_run(run, data, out_dir, device)
+    table = Table(title=f"evaluation on {result['data']} ({result['n']} examples)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result["metrics"].items():
+        table.add_row(k, f"{v:.4f}")
+    out.print(table)
+    out.print(f"wrote {where / 'eval.json'}")
+
+
+@app.command()
+@_friendly
+def predict(run: RunArg, inputs: Annotated[list[Path], typer.Argument(help="input files", show_default=False)],
+            device: str = "cpu") -> None:
+    """Predict for input files; prints a JSON list."""
+    import dlforge
+
+    predictions = dlforge.load(run, device=device).predict([str(p) for p in inputs])
+    print(json.dumps([{"input": str(p), **pred} for p, pred in zip(inputs, predictions, strict=True)], indent=2))
+
+
+@app.command()
+@_friendly
+def runs(runs_dir: Annotated[Path, typer.Argument(help="folder of runs")] = Path("runs")) -> None:
+    """List runs with their status and headline metric."""
+    from dlforge.run import list_runs
+
+    table = Table()
+    for col in ("run", "status", "task", "model", "epochs", "metric"):
+        table.add_column(col)
+    for r in list_runs(runs_dir):
+        meta = json.loads((r.path / "meta.json").read_text()) if (r.path / "meta.json").exists() else {}
+        done = r.completion() or {}
+        head = done.get("headline")
+        table.add_row(r.path.name, r.status(), meta.get("task", "?"), meta.get("model", "?"),
+                      str(len(r.read_metrics())), f"{head['name']} {head['value']:.4f}" if head else "")
+    out.print(table)
+
+
+@app.command()
+@_friendly
+def report(run: RunArg) -> None:
+    """Write the run's self-contained report.html."""
+    from dlforge.report.html import write_report
+    from dlforge.run import Run
+
+    out.print(f"wrote {write_report(Run.open(run, complete=False))}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of specs (for editor completion)."""
+    import dlforge  # noqa: F401  (registers the tasks)
+    from dlforge.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+@_friendly
+def demo(runs_dir: Annotated[Path, typer.Option(help="where the run is created")] = Path("runs"),
+         epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None) -> None:
+    """Train the CNN on built-in digits, evaluate, write the report, print a summary."""
+    import dlforge
+
+    spec_file = files("dlforge") / "specs" / "digits.yaml"
+    overrides = [f"train.epochs={epochs}"] if epochs else []
+    run = dlforge.train(dlforge.load_spec(Path(str(spec_file)), overrides), runs_dir=runs_dir)
+    _print_summary(run)
+
+
+def _print_summary(run: Any) -> None:
+    result = run.read_eval() or {}
+    table = Table(title=f"run {run.path.name}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    history = run.read_metrics()
+    if history:
+        table.add_row("epochs", str(len(history)))
+        table.add_row("training time", f"{sum(r['time_s'] for r in history):.1f} s")
+    for k, v in result.get("metrics", {}).items():
+        table.add_row(f"test {k}", f"{v:.4f}")
+    out.print(table)
+    out.print(f"report: {run.path / 'report.html'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Data sources and built-in datasets."""

@@ -1,0 +1,57 @@
+"""The Predictor: a finished run's model behind one call. Serve, predict, evaluate, explain,
+audit, export and monitor all go through it; none rebuilds a model its own way."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from safetensors.torch import load_model
+from torch import nn
+
+from dlforge.registry import TASKS
+from dlforge.run import Run
+from dlforge.tasks.base import Task
+from dlforge.train.devices import select_device
+
+
+class Predictor:
+    def __init__(self, task: Task, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
+                 batch_size: int = 64) -> None:
+        self.task = task
+        self.meta = meta
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike | Run, device: str = "cpu", complete: bool = True) -> Predictor:
+        run = run if isinstance(run, Run) else Run.open(run, complete=complete)
+        spec, meta = run.read_spec(), run.read_meta()
+        task = TASKS.get(spec.task)(spec)
+        model = task.build_model(meta)
+        load_model(model, run.weights_path)
+        return cls(task, model, meta, select_device(device))
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.meta.get("classes")
+
+    @torch.inference_mode()
+    def outputs(self, items: Iterable[Any]) -> torch.Tensor:
+        """Raw model outputs (e.g. logits) for `items`, batched, on the CPU."""
+        items = list(items)
+        chunks = [self.model(self.task.preprocess(items[i:i + self.batch_size], self.meta).to(self.device)).float()
+                  for i in range(0, len(items), self.batch_size)]
+        return torch.cat(chunks).cpu() if chunks else torch.empty(0)
+
+    def predict(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+        """One JSON-able prediction per item. A numpy array is a batch along its first axis."""
+        return self.task.postprocess(self.outputs(items), self.meta)
+
+
+def load(run_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
+    """The Predictor of a finished run directory."""
+    return Predictor.from_run(run_dir, device=device)

@@ -1,0 +1,86 @@
+"""Name -> factory registries. Tasks, models and datasets register with a decorator.
+
+A registry can also hold *families*: `timm:<name>` resolves to the `timm` family factory,
+called with the part after the colon.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from dlforge.errors import DlforgeError
+
+T = TypeVar("T")
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """' (did you mean 'x' or 'y'?)' for the closest choices, or '' if none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        # family name -> (factory, function listing the family's names for suggestions)
+        self._families: dict[str, tuple[Callable[..., Any], Callable[[], list[str]]]] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            key = name or obj.__name__  # type: ignore[attr-defined]
+            if key in self._items:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._items[key] = obj
+            return obj
+
+        return decorator
+
+    def register_family(self, prefix: str, names: Callable[[], list[str]]) -> Callable:
+        def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+            self._families[prefix] = (factory, names)
+            return factory
+
+        return decorator
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.check(name)
+        except DlforgeError:
+            return False
+        return True
+
+    def check(self, name: str) -> None:
+        """Raise a DlforgeError naming the closest known names if `name` is not registered."""
+        if name in self._items:
+            return
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self._families:
+            known = self._families[prefix][1]()
+            if rest in known:
+                return
+            raise DlforgeError(f"unknown {prefix} {self.kind} {rest!r}{did_you_mean(rest, known)}")
+        choices = self.names() + [f"{p}:<name>" for p in self._families]
+        hint = did_you_mean(name, self.names()) or f"; known: {', '.join(choices)}"
+        raise DlforgeError(f"unknown {self.kind} {name!r}{hint}")
+
+    def get(self, name: str) -> Any:
+        """The registered object; for `family:rest`, the family factory bound to `rest`."""
+        self.check(name)
+        if name in self._items:
+            return self._items[name]
+        prefix, _, rest = name.partition(":")
+        factory = self._families[prefix][0]
+        return lambda *args, **kwargs: factory(rest, *args, **kwargs)
+
+
+TASKS: Registry = Registry("task")
+MODELS: Registry = Registry("model")
+DATASETS: Registry = Registry("dataset")

@@ -1,0 +1,106 @@
+"""Figures as PNG files (matplotlib, Agg backend), each written atomically."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from dlforge._io import atomic_write_bytes
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def training_curves(history: list[dict], path: Path) -> Path:
+    """Losses on one axis, every other logged metric on a second panel, per epoch."""
+    epochs = [row["epoch"] for row in history]
+    keys = sorted({k for row in history for k, v in row.items() if "/" in k and isinstance(v, int | float)})
+    losses = [k for k in keys if k.endswith("loss")]
+    others = [k for k in keys if k not in losses]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, group, title in ((axes[0], losses, "loss"), (axes[1], others, "metrics")):
+        for k in group:
+            ax.plot(epochs, [row.get(k, np.nan) for row in history], marker="o", ms=3, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if group:
+            ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def grad_flow(history: list[dict], path: Path) -> Path | None:
+    """log10 of each weight's mean gradient norm, per layer (rows) and epoch (columns)."""
+    rows = [row for row in history if row.get("grad_norm")]
+    if not rows:
+        return None
+    names = [n for n in rows[0]["grad_norm"] if not n.endswith(".bias")]
+    values = np.array([[row["grad_norm"].get(n, np.nan) for row in rows] for n in names], dtype=float)
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(rows) + 3), max(3, 0.22 * len(names) + 1)))
+    image = ax.imshow(np.log10(np.maximum(values, 1e-12)), aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xticks(range(len(rows)), [row["epoch"] for row in rows], fontsize=7)
+    ax.set_xlabel("epoch")
+    ax.set_title("gradient flow: log10 mean ‖grad‖ per layer")
+    fig.colorbar(image, ax=ax)
+    return save(fig, path)
+
+
+def confusion_matrix(cm: np.ndarray, classes: Sequence[str], path: Path) -> Path:
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * k, 1 + 0.45 * k))
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), classes, rotation=90 if k > 10 else 0, fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return save(fig, path)
+
+
+def reliability(bins: list[dict], ece: float, path: Path) -> Path:
+    used = [b for b in bins if b["n"]]
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.5, 5), height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    ax.bar([(b["lo"] + b["hi"]) / 2 for b in used], [b["accuracy"] for b in used],
+           width=[b["hi"] - b["lo"] for b in used], edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", color="C3", ms=3,
+            label="mean confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (ECE {ece:.3f})")
+    ax.legend(fontsize=8)
+    hist.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["n"] for b in bins], width=1 / len(bins),
+             edgecolor="black")
+    hist.set_xlabel("confidence")
+    hist.set_ylabel("count")
+    return save(fig, path)
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], alert: Sequence[bool], path: Path,
+               cols: int = 8) -> Path:
+    """Images (H, W, 3 uint8) in a grid; titles of `alert` images in red."""
+    rows = max(1, math.ceil(len(images) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title, bad in zip(axes.flat, images, titles, alert, strict=False):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=7, color="red" if bad else "black")
+    return save(fig, path)

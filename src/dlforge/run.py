@@ -1,0 +1,161 @@
+"""The run directory: the unit of hand-off between training and everything downstream.
+
+    runs/<name>-<YYYYmmdd-HHMMSS>/
+        spec.yaml            resolved spec
+        meta.json            task, model, labels, preprocessing, library versions
+        metrics.jsonl        one row per epoch (losses, metrics, lr, per-layer gradient norms)
+        checkpoints/last.pt  everything needed to resume exactly (written atomically each epoch)
+        model.safetensors    the final (best) weights
+        eval.json, plots/    test evaluation and its figures
+        report.html
+        RUNNING / FAILED     while training (with the pid) / why it stopped
+        COMPLETE             written last: only a run with it is loaded as finished
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlforge._io import atomic_write_json, atomic_write_text
+from dlforge.errors import RunError
+from dlforge.spec import SpecBase, spec_to_yaml, validate_spec
+
+
+class Run:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_dir: str | os.PathLike, name: str) -> Run:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = Path(runs_dir) / f"{name}-{stamp}"
+        for i in range(1000):
+            path = base if i == 0 else base.with_name(f"{base.name}-{i}")
+            try:
+                path.mkdir(parents=True)
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise RunError(f"{base}: cannot create a new run directory")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, complete: bool = True) -> Run:
+        """An existing run; with `complete`, one that finished (has its COMPLETE marker)."""
+        run = cls(path)
+        if not (run.path / "meta.json").exists() or not run.spec_path.exists():
+            raise RunError(f"{path}: not a dlforge run directory (no spec.yaml / meta.json)")
+        if complete and not run.is_complete:
+            raise RunError(f"{path}: the run did not finish (status: {run.status()}); "
+                           f"resume it with: dlforge train --resume {path}")
+        return run
+
+    # ---------------------------------------------------------------- files
+    @property
+    def spec_path(self) -> Path:
+        return self.path / "spec.yaml"
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / "model.safetensors"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def write_spec(self, spec: SpecBase) -> None:
+        atomic_write_text(self.spec_path, spec_to_yaml(spec))
+
+    def read_spec(self) -> SpecBase:
+        return validate_spec(yaml.safe_load(self.spec_path.read_text()), source=str(self.spec_path))
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "meta.json", meta)
+
+    def read_meta(self) -> dict[str, Any]:
+        return json.loads((self.path / "meta.json").read_text())
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: everything after it is not trusted
+                break
+        return rows
+
+    def truncate_metrics(self, epochs: int) -> None:
+        """Keep the rows of the first `epochs` epochs (those the checkpoint being resumed covers)."""
+        rows = [r for r in self.read_metrics() if r["epoch"] <= epochs]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def write_eval(self, result: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "eval.json", result)
+
+    def read_eval(self) -> dict[str, Any] | None:
+        path = self.path / "eval.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    # ---------------------------------------------------------------- status
+    @property
+    def is_complete(self) -> bool:
+        return (self.path / "COMPLETE").exists()
+
+    def completion(self) -> dict[str, Any] | None:
+        path = self.path / "COMPLETE"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def mark_running(self) -> None:
+        (self.path / "FAILED").unlink(missing_ok=True)
+        atomic_write_json(self.path / "RUNNING", {"pid": os.getpid(), "started": _now()})
+
+    def mark_failed(self, reason: str) -> None:
+        atomic_write_json(self.path / "FAILED", {"reason": reason, "at": _now()})
+        (self.path / "RUNNING").unlink(missing_ok=True)
+
+    def mark_complete(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "COMPLETE", {"finished": _now(), **summary})
+        (self.path / "RUNNING").unlink(missing_ok=True)
+
+    def status(self) -> str:
+        """complete, failed, running (its process is alive) or stopped (killed: resumable)."""
+        if self.is_complete:
+            return "complete"
+        if (self.path / "FAILED").exists():
+            return "failed"
+        running = self.path / "RUNNING"
+        if running.exists():
+            try:
+                os.kill(json.loads(running.read_text())["pid"], 0)
+                return "running"
+            except (OSError, ValueError, KeyError):
+                pass
+        return "stopped"
+
+
+def list_runs(runs_dir: str | os.PathLike) -> list[Run]:
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    return sorted((Run(p) for p in root.iterdir() if (p / "spec.yaml").exists()), key=lambda r: r.path.name)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,254 @@
+"""The spec: one pydantic tree per task, loaded from YAML and validated before any work starts.
+
+The shared parts (name, task, train) live here; each task file defines its own spec class
+(`data`, `model`) as a subclass of `SpecBase` and registers it with its task. A bad spec
+raises `SpecError` with one line: file, YAML line, field path, bad value, what is allowed.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from dlforge.errors import DlforgeError, SpecError
+from dlforge.registry import TASKS, did_you_mean
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; defaults are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SplitSpec(StrictModel):
+    val: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of the data for validation")
+    test: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of the data for the final test")
+    seed: int = Field(0, description="seed of the (stratified) split")
+
+    @field_validator("test")
+    @classmethod
+    def _fractions_leave_training_data(cls, test: float, info: ValidationInfo) -> float:
+        if info.data.get("val", 0.0) + test >= 0.9:
+            raise ValueError(f"val + test = {info.data.get('val', 0.0) + test:g} leaves too little to train on; "
+                             "keep it below 0.9")
+        return test
+
+
+class OptimizerSpec(StrictModel):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
+    nesterov: bool = Field(False, description="sgd only")
+
+
+class MonitorSpec(StrictModel):
+    metric: str | None = Field(None, description="e.g. val/accuracy or val/loss; null = the task's default")
+    mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for losses, max otherwise")
+
+
+class EarlyStoppingSpec(StrictModel):
+    patience: int = Field(5, ge=1, description="epochs without improvement of train.monitor before stopping")
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainSpec(StrictModel):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: OptimizerSpec = OptimizerSpec()
+    scheduler: Literal["none", "cosine", "onecycle"] = "cosine"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto picks CUDA/ROCm, then MPS, then CPU")
+    seed: int = 0
+    grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm")
+    monitor: MonitorSpec = MonitorSpec()
+    early_stopping: EarlyStoppingSpec | None = None
+    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the first N epochs")
+    compile: bool = Field(False, description="torch.compile the model")
+    grad_flow_every: int = Field(25, ge=1, description="sample per-layer gradient norms every N steps")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
+class SpecBase(StrictModel):
+    """Fields every task's spec has. Task files subclass this with their own `data` and `model`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="run name (letters, digits, _ . -)")
+    task: str
+    description: str = ""
+    train: TrainSpec = TrainSpec()
+
+
+def resolve_path(value: str, info: ValidationInfo) -> str:
+    """Relative file paths in a spec are relative to the spec file's folder."""
+    base = (info.context or {}).get("base_dir")
+    if base is None or ":" in value.split("/")[0] or Path(value).is_absolute():
+        return value
+    return str((Path(base) / value).resolve())
+
+
+# ---------------------------------------------------------------- loading
+
+
+def spec_class(task: str) -> type[SpecBase]:
+    return TASKS.get(task).spec_class
+
+
+def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> SpecBase:
+    """Read, override (`a.b=value`, value parsed as YAML) and validate a spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read spec: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping (name:, task:, data:, model:, train:)")
+    set_at = {}
+    for item in overrides:
+        loc = apply_override(raw, item)
+        set_at[loc] = item
+    return validate_spec(raw, source=str(path), root=root, set_at=set_at, base_dir=path.parent)
+
+
+def validate_spec(raw: dict, source: str = "<spec>", root: yaml.Node | None = None,
+                  set_at: dict[tuple, str] | None = None, base_dir: Path | None = None) -> SpecBase:
+    """Validate a spec dict; errors name `source`, the YAML line (from `root`) or the --set item."""
+    set_at = set_at or {}
+    task = raw.get("task")
+    if not isinstance(task, str):
+        raise SpecError(_where(source, root, set_at, ("task",)) + "task: required, one of "
+                        + ", ".join(repr(n) for n in TASKS.names()))
+    if task not in TASKS.names():
+        raise SpecError(_where(source, root, set_at, ("task",)) +
+                        f"task: {task!r} is not a known task{did_you_mean(task, TASKS.names())}; "
+                        f"known: {', '.join(TASKS.names())}")
+    cls = spec_class(task)
+    try:
+        return cls.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as e:
+        errors = e.errors()
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more error{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
+        raise SpecError(_where(source, root, set_at, first["loc"]) + _describe(cls, first) + more) from None
+
+
+def apply_override(raw: dict, item: str) -> tuple:
+    """Apply `a.b.c=value` to the nested dict in place; returns the loc it set."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {item}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {item}: {'.'.join(parts[:i + 1])} is {child!r}, not a mapping")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+    return tuple(parts)
+
+
+def _where(source: str, root: yaml.Node | None, set_at: dict[tuple, str], loc: tuple) -> str:
+    for n in range(len(loc), 0, -1):
+        if tuple(loc[:n]) in set_at:
+            return f"--set {set_at[tuple(loc[:n])]}: "
+    line = _yaml_line(root, loc)
+    return f"{source}:{line}: " if line else f"{source}: "
+
+
+def _yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the deepest YAML node found along `loc`."""
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(key)]
+            if not match:
+                break
+            key_node, node = match[0]
+            line = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _describe(cls: type[BaseModel], err: dict) -> str:
+    loc = err["loc"]
+    path = ".".join(str(p) for p in loc)
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        allowed = list(_model_at(cls, loc[:-1]).model_fields)
+        return (f"{path}: unknown field{did_you_mean(str(loc[-1]), allowed)}; "
+                f"allowed here: {', '.join(allowed)}")
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    if kind == "literal_error":
+        expected = err["ctx"]["expected"]
+        options = [o.strip(" '\"") for o in expected.replace(" or ", ",").split(",")]
+        return f"{path}: {value!r} is not allowed; expected {expected}{did_you_mean(str(value), options)}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{path}: {value!r}: {message}" if not isinstance(value, dict) else f"{path}: {message}"
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The pydantic model class that validates the mapping at `loc`."""
+    for key in loc:
+        field = cls.model_fields.get(str(key))
+        if field is None:
+            break
+        for candidate in _flatten(field.annotation):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                cls = candidate
+                break
+    return cls
+
+
+def _flatten(annotation: Any) -> list:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _flatten(arg)]
+    return [annotation]
+
+
+def spec_to_yaml(spec: SpecBase) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of every task's spec, dispatched on `task` (for editor completion)."""
+    classes = tuple(TASKS.get(name).spec_class for name in TASKS.names())
+    if len(classes) == 1:
+        schema = TypeAdapter(classes[0]).json_schema()
+    else:
+        schema = TypeAdapter(typing.Annotated[classes, Field(discriminator="task")]).json_schema()
+    schema["title"] = "dlforge spec"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+__all__ = ["DlforgeError", "SpecBase", "SpecError", "TrainSpec", "json_schema", "load_spec", "validate_spec"]

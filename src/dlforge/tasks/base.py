@@ -1,0 +1,86 @@
+"""The Task interface: everything one problem type knows, and nothing about loops or devices.
+
+A task builds its data and model from the spec, defines its loss, step and metrics, turns raw
+input into tensors (`preprocess`) and outputs into JSON-able predictions (`postprocess`),
+evaluates a Predictor and contributes report sections. The Trainer, Predictor, evaluation and
+report call only these methods, so adding a task is adding one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from torchmetrics import MetricCollection
+
+from dlforge.spec import SpecBase
+
+if TYPE_CHECKING:
+    from dlforge.predictor import Predictor
+    from dlforge.report.html import Section
+    from dlforge.run import Run
+
+
+@dataclass
+class Prepared:
+    """What training starts from: a model (pretrained weights loaded), datasets, and metadata."""
+
+    model: nn.Module
+    train: Dataset
+    val: Dataset
+    test: tuple[Sequence[Any], Any] | None  # raw (items, targets): evaluated through a Predictor
+    meta: dict[str, Any]  # JSON-able: labels, preprocessing, sizes; enough to rebuild the model
+
+
+class Task:
+    spec_class: ClassVar[type[SpecBase]]
+    default_monitor: ClassVar[str] = "val/loss"
+
+    def __init__(self, spec: SpecBase) -> None:
+        self.spec = spec
+
+    # ------------------------------------------------------------ training
+    def prepare(self) -> Prepared:
+        """Read the data, build the model (with pretrained weights) and the datasets."""
+        raise NotImplementedError
+
+    def build_model(self, meta: dict[str, Any]) -> nn.Module:
+        """The architecture alone, from `meta`: weights come from the run directory."""
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        """Validation metrics, updated with (outputs, targets) of each batch."""
+        raise NotImplementedError
+
+    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any, Any]:
+        """One forward pass: (loss, outputs, targets). Tasks with other batch shapes override it."""
+        inputs, targets = batch
+        outputs = model(inputs)
+        return self.loss(outputs, targets), outputs, targets
+
+    # ------------------------------------------------------------ inference
+    def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def postprocess(self, outputs: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ evaluation and report
+    def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
+        """(items, targets): the run's own test split, or all of `source`."""
+        raise NotImplementedError
+
+    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
+        """Metrics as a JSON-able dict (with a `headline` entry); figures written under `plots`."""
+        raise NotImplementedError
+
+    def report_sections(self, run: Run) -> list[Section]:
+        return []

@@ -1,0 +1,120 @@
+"""What every classification task shares: loss, metrics, postprocessing, evaluation, report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_calibration_error,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+from dlforge.report import plots
+from dlforge.report.html import Section, figure, table
+from dlforge.tasks.base import Task
+
+if TYPE_CHECKING:
+    from dlforge.predictor import Predictor
+    from dlforge.run import Run
+
+CALIBRATION_BINS = 15
+
+
+class ClassificationTask(Task):
+    default_monitor = "val/accuracy"
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets)  # outputs: (B, K) logits, targets: (B,)
+
+    def metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        k = len(meta["classes"])
+        return MetricCollection({"accuracy": MulticlassAccuracy(k, average="micro"),
+                                 "f1_macro": MulticlassF1Score(k, average="macro")})
+
+    def postprocess(self, outputs: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        classes = meta["classes"]
+        probs = outputs.float().softmax(dim=-1)  # (B, K)
+        return [{"label": classes[int(p.argmax())], "confidence": float(p.max()),
+                 "probabilities": {c: round(float(q), 6) for c, q in zip(classes, p, strict=True)}}
+                for p in probs]
+
+    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+        classes = predictor.meta["classes"]
+        probs = predictor.outputs(items).float().softmax(dim=-1)  # (N, K)
+        result = classification_metrics(probs, torch.as_tensor(targets), classes)
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        plots.confusion_matrix(np.array(result["confusion_matrix"]), classes, plots_dir / "confusion_matrix.png")
+        plots.reliability(result["reliability"], result["metrics"]["ece"], plots_dir / "reliability.png")
+        self.plot_examples(items, np.asarray(targets), probs.numpy(), classes, plots_dir / "examples.png")
+        return result
+
+    def plot_examples(self, items: Sequence[Any], targets: np.ndarray, probs: np.ndarray, classes: list[str],
+                      path: Path) -> None:
+        """A picture of test examples with predicted and true labels; tasks with inputs worth showing."""
+
+    def report_sections(self, run: Run) -> list[Section]:
+        ev = run.read_eval()
+        if ev is None:
+            return []
+        m = ev["metrics"]
+        summary = table(["metric", "value"], [[k, f"{m[k]:.4f}"] for k in
+                                              ("accuracy", "f1_macro", "ece", "log_loss")])
+        per_class = table(["class", "precision", "recall", "f1", "support"],
+                          [[c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}",
+                            c["support"]] for c in ev["per_class"]])
+        pics = [figure(run.path / "plots" / name, caption) for name, caption in (
+            ("confusion_matrix.png", "Confusion matrix (rows: true, columns: predicted)"),
+            ("reliability.png", "Reliability diagram: confidence against accuracy"),
+            ("examples.png", "Test examples, errors first (red: wrong)"))]
+        return [Section("Evaluation", f"<p>On {ev['n']} examples ({ev['data']}).</p>" + summary + per_class
+                        + "".join(pics))]
+
+
+def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, ECE, log loss (torchmetrics)."""
+    k = len(classes)
+    kw = {"num_classes": k}
+    precision = multiclass_precision(probs, targets, average=None, **kw)
+    recall = multiclass_recall(probs, targets, average=None, **kw)
+    f1 = multiclass_f1_score(probs, targets, average=None, **kw)
+    support = torch.bincount(targets, minlength=k)
+    confidence, predicted = probs.max(dim=1)
+    return {
+        "n": len(targets),
+        "metrics": {
+            "accuracy": float(multiclass_accuracy(probs, targets, average="micro", **kw)),
+            "f1_macro": float(multiclass_f1_score(probs, targets, average="macro", **kw)),
+            "ece": float(multiclass_calibration_error(probs, targets, n_bins=CALIBRATION_BINS, norm="l1", **kw)),
+            "log_loss": float(F.nll_loss(probs.clamp_min(1e-12).log(), targets)),
+        },
+        "per_class": [{"class": c, "precision": float(precision[i]), "recall": float(recall[i]),
+                       "f1": float(f1[i]), "support": int(support[i])} for i, c in enumerate(classes)],
+        "confusion_matrix": multiclass_confusion_matrix(probs, targets, **kw).tolist(),
+        "reliability": reliability_bins(confidence, predicted == targets),
+        "headline": {"name": "accuracy", "value": float(multiclass_accuracy(probs, targets, average="micro", **kw))},
+    }
+
+
+def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = CALIBRATION_BINS) -> list[dict]:
+    """Per confidence bin: mean confidence, accuracy and count (the reliability diagram's points)."""
+    edges = torch.linspace(0, 1, n_bins + 1)
+    which = torch.bucketize(confidence, edges[1:-1], right=True)  # (N,) bin index, same bins as torchmetrics
+    rows = []
+    for b in range(n_bins):
+        mask = which == b
+        n = int(mask.sum())
+        rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n,
+                     "confidence": float(confidence[mask].mean()) if n else None,
+                     "accuracy": float(correct[mask].float().mean()) if n else None})
+    return rows

@@ -1,0 +1,190 @@
+"""Image classification: a folder per class, a CSV/Parquet of path,label, or `builtin:digits`."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from torch import nn
+from torchvision.transforms import v2
+
+from dlforge.data.images import ImageDataset, ImageSet, channel_stats, read_image_set, to_uint8_tensor
+from dlforge.data.split import stratified_split
+from dlforge.errors import DataError, DlforgeError
+from dlforge.models.pretrained import LIBRARY, load_pretrained
+from dlforge.registry import MODELS, TASKS
+from dlforge.report import plots
+from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.tasks.base import Prepared
+from dlforge.tasks.classification import ClassificationTask
+
+log = logging.getLogger("dlforge")
+
+
+class AugmentSpec(StrictModel):
+    """Training-time augmentation (torchvision.transforms.v2); off by default."""
+
+    hflip: bool = False
+    vflip: bool = False
+    rotate: float = Field(0.0, ge=0.0, le=180.0, description="max rotation in degrees")
+    translate: float = Field(0.0, ge=0.0, lt=0.5, description="max shift as a fraction of the size")
+    scale: tuple[float, float] | None = Field(None, description="random zoom range, e.g. [0.9, 1.1]")
+    color_jitter: float = Field(0.0, ge=0.0, le=1.0, description="brightness/contrast/saturation jitter")
+
+    def transform(self) -> v2.Transform | None:
+        steps: list[v2.Transform] = []
+        if self.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if self.vflip:
+            steps.append(v2.RandomVerticalFlip())
+        if self.rotate or self.translate or self.scale:
+            steps.append(v2.RandomAffine(self.rotate, (self.translate, self.translate) if self.translate else None,
+                                         self.scale))
+        if self.color_jitter:
+            j = self.color_jitter
+            steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+        return v2.Compose(steps) if steps else None
+
+
+class ImageDataSpec(StrictModel):
+    source: str = Field(description="builtin:digits, a folder of class folders, or a .csv/.parquet of path,label")
+    path_column: str = "path"
+    label_column: str = "label"
+    split: SplitSpec = SplitSpec()
+    image_size: int | tuple[int, int] | None = Field(
+        None, description="resize to this (H, W); null: the images' own size, which must then be uniform")
+    on_error: Literal["error", "skip"] = Field("error", description="unreadable images: stop, or skip and count")
+    augment: AugmentSpec = AugmentSpec()
+
+    _source = field_validator("source")(resolve_path)
+
+
+class ClassifierModelSpec(StrictModel):
+    name: str = Field("resnet_small", description="resnet_small, timm:<name> or torchvision:<name>")
+    pretrained: str | None = Field(
+        None, description="a run directory, a .safetensors file, hf-hub:<repo>, or 'default' (library weights)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options, e.g. {width: 64}")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        try:
+            MODELS.check(name)
+        except DlforgeError as e:
+            raise ValueError(str(e)) from None
+        return name
+
+    @field_validator("pretrained")
+    @classmethod
+    def _path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return value if value in (None, LIBRARY) or value.startswith("hf-hub:") else resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _kwargs_fit(self) -> ClassifierModelSpec:
+        factory = MODELS.get(self.name)
+        params = inspect.signature(factory).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return self
+        allowed = [n for n in params if n not in ("num_classes", "in_channels", "dropout", "library_weights")]
+        for key in self.kwargs:
+            if key not in allowed:
+                raise ValueError(f"kwargs: {self.name} takes no option {key!r}; it takes: {', '.join(allowed)}")
+        return self
+
+
+class ImageClassificationSpec(SpecBase):
+    task: Literal["image_classification"] = "image_classification"
+    data: ImageDataSpec
+    model: ClassifierModelSpec = ClassifierModelSpec()
+
+
+@TASKS.register("image_classification")
+class ImageClassification(ClassificationTask):
+    spec_class = ImageClassificationSpec
+
+    def _read_split(self) -> tuple[ImageSet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        data = self.spec.data
+        images = read_image_set(data.source, path_column=data.path_column, label_column=data.label_column,
+                                on_error=data.on_error)
+        s = data.split
+        return images, stratified_split(images.targets, s.val, s.test, s.seed)
+
+    def prepare(self) -> Prepared:
+        images, (train_idx, val_idx, test_idx) = self._read_split()
+        data, m = self.spec.data, self.spec.model
+        size = _image_size(data.image_size, images)
+        meta = {"classes": images.classes, "model": m.name, "model_kwargs": m.kwargs,
+                "preprocessing": {"image_size": list(size), "channels": images.channels},
+                "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+                "skipped": [{"file": f, "reason": r} for f, r in images.skipped]}
+        model = MODELS.get(m.name)(num_classes=len(images.classes), in_channels=images.channels,
+                                   dropout=m.dropout, library_weights=m.pretrained == LIBRARY, **m.kwargs)
+        if m.pretrained not in (None, LIBRARY):
+            meta["pretrained"] = load_pretrained(model, m.pretrained, images.classes)
+        train = images.subset(train_idx)
+        # Pretrained backbones expect their own pixel statistics; otherwise use the training data's.
+        mean, std = getattr(model, "normalization", None) or channel_stats(train, seed=self.spec.train.seed)
+        meta["preprocessing"].update(mean=mean, std=std)
+        prep = _preprocess(meta)
+        return Prepared(model, ImageDataset(train, prep, data.augment.transform()),
+                        ImageDataset(images.subset(val_idx), prep), _items(images.subset(test_idx)), meta)
+
+    def build_model(self, meta: dict[str, Any]) -> nn.Module:
+        return MODELS.get(meta["model"])(num_classes=len(meta["classes"]),
+                                         in_channels=meta["preprocessing"]["channels"],
+                                         dropout=self.spec.model.dropout, **meta["model_kwargs"])
+
+    def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> torch.Tensor:
+        prep, channels = _preprocess(meta), meta["preprocessing"]["channels"]
+        return torch.stack([prep(to_uint8_tensor(item, channels)) for item in items])  # (B, C, H, W)
+
+    def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
+        if source is None:
+            images, (_, _, test_idx) = self._read_split()
+            images = images.subset(test_idx)
+        else:
+            images = read_image_set(source, path_column=self.spec.data.path_column,
+                                    label_column=self.spec.data.label_column, on_error=self.spec.data.on_error,
+                                    classes=meta["classes"])
+        if images.classes != meta["classes"]:
+            raise DataError(f"{self.spec.data.source}: labels {images.classes} now differ from the model's "
+                            f"{meta['classes']}")
+        return _items(images)
+
+    def plot_examples(self, items: Sequence[Any], targets: np.ndarray, probs: np.ndarray, classes: list[str],
+                      path: Path) -> None:
+        predicted = probs.argmax(1)
+        wrong = np.flatnonzero(predicted != targets)
+        right = np.flatnonzero(predicted == targets)
+        order = np.concatenate([wrong, right])[:48]
+        images = [to_uint8_tensor(items[i], 3).permute(1, 2, 0).numpy() for i in order]
+        titles = [f"{classes[predicted[i]]} ({probs[i].max():.2f})\ntrue {classes[targets[i]]}" for i in order]
+        plots.image_grid(images, titles, [bool(predicted[i] != targets[i]) for i in order], path)
+
+
+def _items(images: ImageSet) -> tuple[Sequence[Any], np.ndarray]:
+    return images.images, images.targets
+
+
+def _image_size(size: int | tuple[int, int] | None, images: ImageSet) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if size is not None:
+        return tuple(size)
+    if images.native_size is None:
+        raise DataError("data.image_size: the images differ in size; set data.image_size (e.g. 224)")
+    return images.native_size
+
+
+def _preprocess(meta: dict[str, Any]) -> v2.Transform:
+    """uint8 (C, H, W) -> resized, normalised float (C, H, W): the same at training and inference."""
+    p = meta["preprocessing"]
+    return v2.Compose([v2.Resize(p["image_size"], antialias=True), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(p["mean"], p["std"])])

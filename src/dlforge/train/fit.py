@@ -1,0 +1,73 @@
+"""From a spec to a finished run directory: prepare, fit, save, evaluate, report, mark complete."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from importlib.metadata import version
+from typing import Any
+
+from safetensors.torch import save_model
+
+from dlforge._io import atomic_write
+from dlforge.predictor import Predictor
+from dlforge.registry import TASKS
+from dlforge.report.html import write_report
+from dlforge.run import Run
+from dlforge.spec import SpecBase, TrainSpec
+from dlforge.train.callbacks import BackboneFreeze, Callback, EarlyStopping, GradientFlow
+from dlforge.train.devices import seed_everything
+from dlforge.train.trainer import Trainer
+
+log = logging.getLogger("dlforge")
+
+
+def callbacks_from_spec(train: TrainSpec) -> list[Callback]:
+    callbacks: list[Callback] = [GradientFlow(every=train.grad_flow_every)]
+    if train.early_stopping is not None:
+        callbacks.append(EarlyStopping(train.early_stopping.patience, train.early_stopping.min_delta))
+    if train.freeze_backbone_epochs:
+        callbacks.append(BackboneFreeze(train.freeze_backbone_epochs))
+    return callbacks
+
+
+def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | None = None,
+          progress: bool | None = None) -> Run:
+    """Train `spec` into a new run directory (or finish the stopped run `resume`)."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    run = resume or (Run.create(runs_dir, spec.name) if main else None)
+    if main:
+        run.write_spec(spec)
+        run.mark_running()
+    try:
+        seed_everything(spec.train.seed)
+        task = TASKS.get(spec.task)(spec)
+        prepared = task.prepare()
+        meta = {"task": spec.task, **prepared.meta, "versions": _versions()}
+        trainer = Trainer(spec.train, callbacks_from_spec(spec.train), run=run, progress=progress)
+        trainer.fit(task, prepared.model, prepared.train, prepared.val, meta, resume=resume is not None)
+        if not trainer.dist.is_main:
+            return run
+        meta["device"] = str(trainer.device)
+        meta["best_epoch"] = trainer.best_epoch_
+        run.write_meta(meta)
+        atomic_write(run.weights_path, lambda p: save_model(prepared.model.cpu(), str(p)))
+        summary: dict[str, Any] = {"epochs": trainer.epoch, "best_epoch": trainer.best_epoch_}
+        if prepared.test is not None and len(prepared.test[1]):
+            predictor = Predictor(task, prepared.model, meta)
+            result = {"data": "test split", **task.evaluate(predictor, *prepared.test, run.path / "plots")}
+            run.write_eval(result)
+            summary["headline"] = result["headline"]
+        write_report(run)
+        run.mark_complete(summary)  # last: only now does the run count as finished
+        return run
+    except BaseException as e:
+        if main:
+            run.mark_failed("interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}")
+        raise
+
+
+def _versions() -> dict[str, str]:
+    names = ("dlforge", "torch", "torchvision", "timm", "torchmetrics", "numpy")
+    return {"python": platform.python_version(), **{n: version(n) for n in names}}
