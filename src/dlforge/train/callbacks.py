@@ -79,7 +79,8 @@ class EarlyStopping(Callback):
 
 
 class GradientFlow(Callback):
-    """Per-layer gradient norms, sampled every `every` batches (and at each epoch's last), averaged per epoch into the metrics row.
+    """Per-layer gradient norms, sampled every `every` batches and at each epoch's last batch,
+    averaged per epoch into the metrics row.
 
     A layer whose mean norm falls below `vanish_below` or rises above `explode_above` (or is not
     finite) is warned about and listed under `grad_warnings`.
