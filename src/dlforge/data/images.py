@@ -11,17 +11,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from dlforge.errors import DataError
 from dlforge.registry import DATASETS
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 log = logging.getLogger("dlforge")
 
@@ -80,6 +81,8 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[str], list[str]]:
 
 
 def _read_table(path: Path, path_column: str, label_column: str) -> tuple[list[Path], list[str], list[str]]:
+    import pandas as pd
+
     try:
         table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except Exception as e:  # pandas raises many types for a bad file

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 log = logging.getLogger("dlforge")
 
@@ -13,6 +12,8 @@ log = logging.getLogger("dlforge")
 def stratified_split(targets: np.ndarray, val: float, test: float, seed: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of (train, val, test). The same targets and seed always give the same split."""
+    from sklearn.model_selection import train_test_split  # slow to import: only when splitting
+
     index = np.arange(len(targets))
     counts = np.bincount(targets) if len(targets) else np.array([])
     stratify = counts[counts > 0].min() >= 3 if len(counts) else False

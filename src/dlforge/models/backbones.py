@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from functools import cache
 
-import timm
 import torch
-import torchvision
 from torch import nn
 
 from dlforge.models.classifier import Classifier
@@ -18,15 +16,29 @@ from dlforge.registry import MODELS
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
+# timm and torchvision take seconds to import: only specs that name them pay for it.
+
+
 @cache
 def _torchvision_names() -> list[str]:
+    import torchvision
+
     return torchvision.models.list_models(module=torchvision.models)
 
 
-@MODELS.register_family("timm", names=timm.list_models)
+@cache
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+@MODELS.register_family("timm", names=_timm_names)
 def timm_model(name: str, num_classes: int, in_channels: int = 3, dropout: float = 0.0,
                library_weights: bool = False, **kwargs) -> Classifier:
     """`timm:<name>`; `library_weights` downloads timm's pretrained weights (needs the hub)."""
+    import timm
+
     backbone = timm.create_model(name, pretrained=library_weights, num_classes=0, in_chans=in_channels, **kwargs)
     cfg = backbone.pretrained_cfg
     normalization = (list(cfg["mean"]), list(cfg["std"])) if library_weights and "mean" in cfg else None
@@ -42,6 +54,8 @@ class _GrayToRGB(nn.Module):
 def torchvision_model(name: str, num_classes: int, in_channels: int = 3, dropout: float = 0.0,
                       library_weights: bool = False, **kwargs) -> Classifier:
     """`torchvision:<name>`; the last Linear layer is the library's classifier and is replaced."""
+    import torchvision
+
     model = torchvision.models.get_model(name, weights="DEFAULT" if library_weights else None, **kwargs)
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from torchmetrics import MetricCollection
 
 from dlforge.spec import SpecBase
 
 if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
+
     from dlforge.predictor import Predictor
     from dlforge.report.html import Section
     from dlforge.run import Run

@@ -9,22 +9,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_calibration_error,
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-    multiclass_precision,
-    multiclass_recall,
-)
 
-from dlforge.report import plots
 from dlforge.report.html import Section, figure, table
 from dlforge.tasks.base import Task
 
 if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
+
     from dlforge.predictor import Predictor
     from dlforge.run import Run
 
@@ -38,6 +29,9 @@ class ClassificationTask(Task):
         return F.cross_entropy(outputs, targets)  # outputs: (B, K) logits, targets: (B,)
 
     def metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        from torchmetrics import MetricCollection  # imports scipy and matplotlib: only when training
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
         k = len(meta["classes"])
         return MetricCollection({"accuracy": MulticlassAccuracy(k, average="micro"),
                                  "f1_macro": MulticlassF1Score(k, average="macro")})
@@ -52,6 +46,8 @@ class ClassificationTask(Task):
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
         classes = predictor.meta["classes"]
         probs = predictor.outputs(items).float().softmax(dim=-1)  # (N, K)
+        from dlforge.report import plots  # matplotlib: only when drawing
+
         result = classification_metrics(probs, torch.as_tensor(targets), classes)
         plots_dir.mkdir(parents=True, exist_ok=True)
         plots.confusion_matrix(np.array(result["confusion_matrix"]), classes, plots_dir / "confusion_matrix.png")
@@ -83,6 +79,15 @@ class ClassificationTask(Task):
 
 def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, ECE, log loss (torchmetrics)."""
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_calibration_error,
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+        multiclass_precision,
+        multiclass_recall,
+    )
+
     k = len(classes)
     kw = {"num_classes": k}
     precision = multiclass_precision(probs, targets, average=None, **kw)

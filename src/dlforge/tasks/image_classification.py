@@ -6,23 +6,24 @@ import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import nn
-from torchvision.transforms import v2
 
 from dlforge.data.images import ImageDataset, ImageSet, channel_stats, read_image_set, to_uint8_tensor
 from dlforge.data.split import stratified_split
 from dlforge.errors import DataError, DlforgeError
 from dlforge.models.pretrained import LIBRARY, load_pretrained
 from dlforge.registry import MODELS, TASKS
-from dlforge.report import plots
 from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.classification import ClassificationTask
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 log = logging.getLogger("dlforge")
 
@@ -38,6 +39,8 @@ class AugmentSpec(StrictModel):
     color_jitter: float = Field(0.0, ge=0.0, le=1.0, description="brightness/contrast/saturation jitter")
 
     def transform(self) -> v2.Transform | None:
+        from torchvision.transforms import v2
+
         steps: list[v2.Transform] = []
         if self.hflip:
             steps.append(v2.RandomHorizontalFlip())
@@ -160,6 +163,8 @@ class ImageClassification(ClassificationTask):
 
     def plot_examples(self, items: Sequence[Any], targets: np.ndarray, probs: np.ndarray, classes: list[str],
                       path: Path) -> None:
+        from dlforge.report import plots
+
         predicted = probs.argmax(1)
         wrong = np.flatnonzero(predicted != targets)
         right = np.flatnonzero(predicted == targets)
@@ -185,6 +190,8 @@ def _image_size(size: int | tuple[int, int] | None, images: ImageSet) -> tuple[i
 
 def _preprocess(meta: dict[str, Any]) -> v2.Transform:
     """uint8 (C, H, W) -> resized, normalised float (C, H, W): the same at training and inference."""
+    from torchvision.transforms import v2
+
     p = meta["preprocessing"]
     return v2.Compose([v2.Resize(p["image_size"], antialias=True), v2.ToDtype(torch.float32, scale=True),
                        v2.Normalize(p["mean"], p["std"])])

@@ -1,0 +1,63 @@
+"""Shared fixtures: small specs, image folders made from the digits, one trained run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from sklearn.datasets import load_digits
+
+import dlforge
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+DLFORGE = [sys.executable, "-m", "dlforge.cli"]
+
+
+def digits_spec(**train: object) -> dict:
+    """A fast digits spec: a narrow resnet_small, few epochs."""
+    return {
+        "name": "digits-test",
+        "task": "image_classification",
+        "data": {"source": "builtin:digits", "split": {"val": 0.1, "test": 0.2, "seed": 0}},
+        "model": {"name": "resnet_small", "kwargs": {"width": 8}},
+        "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0, **train},
+    }
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real `dlforge` command in a subprocess."""
+    proc = subprocess.run([*DLFORGE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dlforge {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def write_digit_folder(root: Path, labels: list[int], per_class: int, size: int = 16, rgb: bool = True) -> Path:
+    """Digits as PNG files in root/<label>/<i>.png (upscaled, optionally RGB)."""
+    digits = load_digits()
+    for label in labels:
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        index = np.flatnonzero(digits.target == label)[:per_class]
+        for i in index:
+            pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
+            image = Image.fromarray(pixels).resize((size, size), Image.NEAREST)
+            (image.convert("RGB") if rgb else image).save(root / str(label) / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dlforge.Run:
+    """One finished digits run (4 epochs), shared by the tests that only read it."""
+    spec = dlforge.validate_spec(digits_spec(epochs=4))
+    return dlforge.train(spec, runs_dir=tmp_path_factory.mktemp("runs"), progress=False)
