@@ -25,7 +25,7 @@ def digits_spec(**train: object) -> dict:
         "name": "digits-test",
         "task": "image_classification",
         "data": {"source": "builtin:digits", "split": {"val": 0.1, "test": 0.2, "seed": 0}},
-        "model": {"name": "resnet_small", "kwargs": {"width": 8}},
+        "model": {"name": "resnet_small", "kwargs": {"width": 16}},
         "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0, **train},
     }
 

@@ -141,15 +141,21 @@ def runs(runs_dir: Annotated[Path, typer.Argument(help="folder of runs")] = Path
     """List runs with their status and headline metric."""
     from dlforge.run import list_runs
 
-    table = Table()
-    for col in ("run", "status", "task", "model", "epochs", "metric"):
-        table.add_column(col)
+    columns = ("run", "status", "task", "model", "epochs", "metric")
+    rows = []
     for r in list_runs(runs_dir):
         meta = json.loads((r.path / "meta.json").read_text()) if (r.path / "meta.json").exists() else {}
-        done = r.completion() or {}
-        head = done.get("headline")
-        table.add_row(r.path.name, r.status(), meta.get("task", "?"), meta.get("model", "?"),
-                      str(len(r.read_metrics())), f"{head['name']} {head['value']:.4f}" if head else "")
+        head = (r.completion() or {}).get("headline")
+        rows.append((r.path.name, r.status(), meta.get("task", "?"), meta.get("model", "?"),
+                     str(len(r.read_metrics())), f"{head['name']} {head['value']:.4f}" if head else ""))
+    if not out.is_terminal:  # piped: plain tab-separated lines for grep, cut and scripts
+        print("\n".join("\t".join(row) for row in [columns, *rows]))
+        return
+    table = Table()
+    for col in columns:
+        table.add_column(col, no_wrap=col == "run")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 

@@ -170,7 +170,7 @@ def to_uint8_tensor(item: Any, channels: int) -> torch.Tensor:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise DataError(f"image array of shape {array.shape}: expected (H, W) or (H, W, 1|3|4)")
-    tensor = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1)  # (C, H, W)
+    tensor = torch.tensor(array[..., :3]).permute(2, 0, 1)  # (C, H, W), a copy: arrays may be read-only
     if tensor.shape[0] != channels:
         tensor = tensor.float().mean(0, keepdim=True).round().to(torch.uint8) if channels == 1 \
             else tensor.expand(3, -1, -1)

@@ -127,8 +127,11 @@ class ImageClassification(ClassificationTask):
                 "preprocessing": {"image_size": list(size), "channels": images.channels},
                 "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
                 "skipped": [{"file": f, "reason": r} for f, r in images.skipped]}
-        model = MODELS.get(m.name)(num_classes=len(images.classes), in_channels=images.channels,
-                                   dropout=m.dropout, library_weights=m.pretrained == LIBRARY, **m.kwargs)
+        try:
+            model = MODELS.get(m.name)(num_classes=len(images.classes), in_channels=images.channels,
+                                       dropout=m.dropout, library_weights=m.pretrained == LIBRARY, **m.kwargs)
+        except TypeError as e:  # a library model rejected an option of model.kwargs
+            raise DlforgeError(f"model.kwargs: {m.name} does not take {m.kwargs}: {e}") from None
         if m.pretrained not in (None, LIBRARY):
             meta["pretrained"] = load_pretrained(model, m.pretrained, images.classes)
         train = images.subset(train_idx)

@@ -45,11 +45,14 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
         task = TASKS.get(spec.task)(spec)
         prepared = task.prepare()
         meta = {"task": spec.task, **prepared.meta, "versions": _versions()}
+        if main:
+            run.write_meta(meta)  # now: a stopped run shows what it was, and can be resumed
         trainer = Trainer(spec.train, callbacks_from_spec(spec.train), run=run, progress=progress)
         trainer.fit(task, prepared.model, prepared.train, prepared.val, meta, resume=resume is not None)
         if not trainer.dist.is_main:
             return run
         meta["device"] = str(trainer.device)
+        meta["world_size"] = trainer.dist.world_size
         meta["best_epoch"] = trainer.best_epoch_
         run.write_meta(meta)
         atomic_write(run.weights_path, lambda p: save_model(prepared.model.cpu(), str(p)))
