@@ -10,10 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import dlforge
 from dlforge.errors import RunError
+from dlforge.tasks.image_classification import ImageClassification
+from dlforge.train import Callback, Trainer
+from dlforge.train.devices import seed_everything
+from dlforge.train.fit import callbacks_from_spec
 from tests.conftest import DLFORGE, cli, digits_spec, write_spec
 
 EPOCHS = 8
@@ -74,3 +79,42 @@ def test_resume_refuses_finished_runs_and_extra_arguments(trained_run: dlforge.R
     assert proc.returncode == 2 and "already finished" in proc.stderr
     proc = cli("train", spec_path(tmp_path), "--resume", trained_run.path)
     assert proc.returncode == 2 and "give no SPEC" in proc.stderr
+
+
+class StopAt(Callback):
+    """Raise at the start of epoch `epoch` (0-based), like a process dying between two epochs."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Trainer) -> None:
+        if trainer.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("train", [
+    {"optimizer": {"name": "sgd", "lr": 0.05, "nesterov": True}, "scheduler": "onecycle", "grad_clip": 1.0},
+    {"optimizer": {"name": "adamw", "lr": 3e-3}, "scheduler": "none", "early_stopping": {"patience": 2,
+                                                                                         "min_delta": 0.5}},
+])
+def test_resume_in_process_for_each_optimizer_and_schedule(tmp_path: Path, train: dict) -> None:
+    spec = dlforge.validate_spec(digits_spec(epochs=4, **train))
+
+    def fit(run: dlforge.Run, callbacks: list[Callback], resume: bool) -> Trainer:
+        seed_everything(0)
+        task = ImageClassification(spec)
+        prepared = task.prepare()
+        trainer = Trainer(spec.train, [*callbacks_from_spec(spec.train), *callbacks], run=run, progress=False)
+        return trainer.fit(task, prepared.model, prepared.train, prepared.val, prepared.meta, resume=resume)
+
+    straight = fit(dlforge.Run.create(tmp_path / "a", "x"), [], resume=False)
+    stopped = dlforge.Run.create(tmp_path / "b", "x")
+    with pytest.raises(KeyboardInterrupt):
+        fit(stopped, [StopAt(2)], resume=False)
+    assert len(stopped.read_metrics()) == 2
+    resumed = fit(stopped, [], resume=True)
+    assert resumed.epoch == straight.epoch  # early stopping's state came back with the checkpoint
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+    assert [r["val/loss"] for r in stopped.read_metrics()] == [r["val/loss"] for r in straight.history]

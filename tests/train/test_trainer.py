@@ -128,6 +128,14 @@ def test_fp16_on_cpu_is_a_clear_error() -> None:
         fit(nn.Linear(4, 1), precision="fp16", device="cpu")
 
 
+def test_bf16_autocast_on_cpu_trains() -> None:
+    trainer = fit(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1)), precision="bf16", device="cpu",
+                  epochs=6)
+    assert trainer.amp_dtype == torch.bfloat16
+    assert trainer.history[-1]["train/loss"] < 0.1 * trainer.history[0]["train/loss"]
+    assert next(trainer.model.parameters()).dtype == torch.float32  # weights stay fp32 under autocast
+
+
 def test_unknown_monitor_metric_is_named() -> None:
     with pytest.raises(DlforgeError, match=r"'val/acc' is not logged; logged: train/loss, val/mse, val/loss"):
         fit(nn.Linear(4, 1), monitor={"metric": "val/acc"})

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dlforge._progress import progress
 from dlforge.errors import DataError
 from dlforge.registry import DATASETS
 
@@ -109,7 +110,7 @@ def _checked(files: list[Path], labels: list[str], where: list[str], on_error: s
     if not files:
         raise DataError(f"{where[0] if where else 'data.source'}: no images found")
     keep, skipped, gray, sizes = [], [], True, set()
-    for i, f in enumerate(files):
+    for i, f in progress(enumerate(files), len(files), "checking images"):
         try:
             with Image.open(f) as im:
                 im.load()

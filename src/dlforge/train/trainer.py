@@ -245,7 +245,8 @@ class Trainer:
             cb.load_state_dict(state["callbacks"].get(type(cb).__name__, {}))
         _set_rng_state(state["rng"])
         self.history = self.run.read_metrics()[: self.epoch]
-        self.run.truncate_metrics(self.epoch)
+        if self.dist.is_main:
+            self.run.truncate_metrics(self.epoch)
         log.info("resumed %s after epoch %d", self.run.path, self.epoch)
 
     # ------------------------------------------------------------------ construction
