@@ -90,7 +90,10 @@ def _summary(run: Run, meta: dict, history: list[dict]) -> str:
     rows = [["task", run.read_spec().task], ["model", meta.get("model")], ["status", run.status()],
             ["labels", ", ".join(meta.get("classes", []))[:200]],
             ["examples (train / val / test)", " / ".join(str(v) for v in meta.get("sizes", {}).values())],
-            ["epochs run", len(history)], ["device", meta.get("device", "")]]
+            ["epochs run", len(history)], ["device", meta.get("device", "")],
+            ["data", run.read_spec().data.source]]
+    if meta.get("skipped"):
+        rows.append(["unreadable images skipped", len(meta["skipped"])])
     if "headline" in complete:
         rows.append([f"test {complete['headline']['name']}", f"{complete['headline']['value']:.4f}"])
     if meta.get("pretrained"):

@@ -98,6 +98,7 @@ class Trainer:
         finally:
             self._call("on_fit_end")
         self._restore_best()
+        self.dist.close()
         return self
 
     # ------------------------------------------------------------------ one epoch
