@@ -144,7 +144,7 @@ def runs(runs_dir: Annotated[Path, typer.Argument(help="folder of runs")] = Path
     columns = ("run", "status", "task", "model", "epochs", "metric")
     rows = []
     for r in list_runs(runs_dir):
-        meta = json.loads((r.path / "meta.json").read_text()) if (r.path / "meta.json").exists() else {}
+        meta = r.read_meta() if (r.path / "meta.json").exists() else {}
         head = (r.completion() or {}).get("headline")
         rows.append((r.path.name, r.status(), meta.get("task", "?"), meta.get("model", "?"),
                      str(len(r.read_metrics())), f"{head['name']} {head['value']:.4f}" if head else ""))

@@ -50,13 +50,6 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.check(name)
-        except DlforgeError:
-            return False
-        return True
-
     def check(self, name: str) -> None:
         """Raise a DlforgeError naming the closest known names if `name` is not registered."""
         if name in self._items:

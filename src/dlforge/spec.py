@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from dlforge.errors import DlforgeError, SpecError
+from dlforge.errors import SpecError
 from dlforge.registry import TASKS, did_you_mean
 
 
@@ -251,4 +251,4 @@ def json_schema() -> dict:
     return schema
 
 
-__all__ = ["DlforgeError", "SpecBase", "SpecError", "TrainSpec", "json_schema", "load_spec", "validate_spec"]
+__all__ = ["SpecBase", "SpecError", "TrainSpec", "json_schema", "load_spec", "validate_spec"]

@@ -124,6 +124,8 @@ class GradientFlow(Callback):
             elif value < self.vanish_below:
                 warnings.append(f"epoch {trainer.epoch + 1}: {name}: gradient norm {value:.3g} vanishing "
                                 f"(< {self.vanish_below:g})")
+        if not trainer.dist.is_main:
+            return
         for w in warnings[:5]:
             log.warning(w)
         if len(warnings) > 5:

@@ -88,4 +88,5 @@ class Distributed:
 
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
+            dist.barrier()  # no rank tears the group down while another still uses it
             dist.destroy_process_group()

@@ -64,8 +64,10 @@ class Trainer:
 
         train_model: nn.Module = model
         if self.dist.enabled:
-            train_model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.index is not None
-                                                  else None)
+            # A frozen backbone gives no gradients: DDP must not wait for them.
+            train_model = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.index is not None else None,
+                find_unused_parameters=cfg.freeze_backbone_epochs > 0)
         if cfg.compile:
             train_model = torch.compile(train_model)
         self.train_model = train_model
