@@ -12,6 +12,7 @@ the global RNG states are saved with every checkpoint, taken at the end of an ep
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import math
@@ -100,6 +101,9 @@ class Trainer:
         finally:
             self._call("on_fit_end")
         self._restore_best()
+        # Free the DDP wrapper (its reducer holds the process group) before the group is destroyed.
+        self.train_model = self.eval_model = model
+        gc.collect()
         self.dist.close()
         return self
 
