@@ -17,6 +17,7 @@ from dlforge._io import atomic_write_text
 
 if TYPE_CHECKING:
     from dlforge.run import Run
+    from dlforge.spec import SpecBase
 
 
 @dataclass
@@ -65,7 +66,8 @@ def write_report(run: Run) -> Path:
     meta, history, spec = run.read_meta(), run.read_metrics(), run.read_spec()
     task = TASKS.get(spec.task)(spec)
     figures = run.path / "plots"
-    sections = [Section("Summary", _summary(run, meta, history))]
+    status = run.status()
+    sections = [Section("Summary", _summary(run, spec, meta, history, status))]
     if history:
         plots.training_curves(history, figures / "training_curves.png")
         flow = plots.grad_flow(history, figures / "grad_flow.png")
@@ -79,19 +81,18 @@ def write_report(run: Run) -> Path:
         sections.append(Section("Training", body))
     sections += task.report_sections(run)
     sections.append(Section("Spec", f"<pre>{html.escape(run.spec_path.read_text())}</pre>"))
-    status = run.status()
     page = render(f"dlforge run: {run.path.name}", f"task {spec.task} · model {meta.get('model')} · {status}",
                   sections)
     return atomic_write_text(run.path / "report.html", page)
 
 
-def _summary(run: Run, meta: dict, history: list[dict]) -> str:
+def _summary(run: Run, spec: SpecBase, meta: dict, history: list[dict], status: str) -> str:
     complete = run.completion() or {}
-    rows = [["task", run.read_spec().task], ["model", meta.get("model")], ["status", run.status()],
+    rows = [["task", spec.task], ["model", meta.get("model")], ["status", status],
             ["labels", ", ".join(meta.get("classes", []))[:200]],
             ["examples (train / val / test)", " / ".join(str(v) for v in meta.get("sizes", {}).values())],
             ["epochs run", len(history)], ["device", meta.get("device", "")],
-            ["data", run.read_spec().data.source]]
+            ["data", spec.data.source]]
     if meta.get("skipped"):
         rows.append(["unreadable images skipped", len(meta["skipped"])])
     if "headline" in complete:

@@ -95,10 +95,11 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: 
     f1 = multiclass_f1_score(probs, targets, average=None, **kw)
     support = torch.bincount(targets, minlength=k)
     confidence, predicted = probs.max(dim=1)
+    accuracy = float(multiclass_accuracy(probs, targets, average="micro", **kw))
     return {
         "n": len(targets),
         "metrics": {
-            "accuracy": float(multiclass_accuracy(probs, targets, average="micro", **kw)),
+            "accuracy": accuracy,
             "f1_macro": float(multiclass_f1_score(probs, targets, average="macro", **kw)),
             "ece": float(multiclass_calibration_error(probs, targets, n_bins=CALIBRATION_BINS, norm="l1", **kw)),
             "log_loss": float(F.nll_loss(probs.clamp_min(1e-12).log(), targets)),
@@ -107,7 +108,7 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: 
                        "f1": float(f1[i]), "support": int(support[i])} for i, c in enumerate(classes)],
         "confusion_matrix": multiclass_confusion_matrix(probs, targets, **kw).tolist(),
         "reliability": reliability_bins(confidence, predicted == targets),
-        "headline": {"name": "accuracy", "value": float(multiclass_accuracy(probs, targets, average="micro", **kw))},
+        "headline": {"name": "accuracy", "value": accuracy},
     }
 
 

@@ -112,11 +112,13 @@ class ImageClassificationSpec(SpecBase):
 class ImageClassification(ClassificationTask):
     spec_class = ImageClassificationSpec
 
-    def _read_split(self) -> tuple[ImageSet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _read(self, source: str, classes: list[str] | None = None) -> ImageSet:
         data = self.spec.data
-        images = read_image_set(data.source, path_column=data.path_column, label_column=data.label_column,
-                                on_error=data.on_error)
-        s = data.split
+        return read_image_set(source, path_column=data.path_column, label_column=data.label_column,
+                              on_error=data.on_error, classes=classes)
+
+    def _read_split(self) -> tuple[ImageSet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        images, s = self._read(self.spec.data.source), self.spec.data.split
         return images, stratified_split(images.targets, s.val, s.test, s.seed)
 
     def prepare(self) -> Prepared:
@@ -156,9 +158,7 @@ class ImageClassification(ClassificationTask):
             images, (_, _, test_idx) = self._read_split()
             images = images.subset(test_idx)
         else:
-            images = read_image_set(source, path_column=self.spec.data.path_column,
-                                    label_column=self.spec.data.label_column, on_error=self.spec.data.on_error,
-                                    classes=meta["classes"])
+            images = self._read(source, classes=meta["classes"])
         if images.classes != meta["classes"]:
             raise DataError(f"{self.spec.data.source}: labels {images.classes} now differ from the model's "
                             f"{meta['classes']}")

@@ -182,10 +182,10 @@ class Trainer:
             loss_sum += loss.float() * n
             count += n
             self._call("on_validation_batch_end", loss, index)
-        if not int(self.dist.sum(count)):
-            return {}
-        values = {f"val/{k}": float(v) for k, v in self.metrics.compute().items()}
-        values["val/loss"] = float(self.dist.sum(loss_sum) / self.dist.sum(count))
+        values = {}
+        if int(self.dist.sum(count)):  # an empty validation split logs nothing
+            values = {f"val/{k}": float(v) for k, v in self.metrics.compute().items()}
+            values["val/loss"] = float(self.dist.sum(loss_sum) / self.dist.sum(count))
         self._call("on_validation_epoch_end")
         return values
 
