@@ -213,7 +213,10 @@ def _describe(cls: type[BaseModel], err: dict) -> str:
         options = [o.strip(" '\"") for o in expected.replace(" or ", ",").split(",")]
         return f"{path}: {value!r} is not allowed; expected {expected}{did_you_mean(str(value), options)}"
     message = err["msg"].removeprefix("Value error, ")
-    return f"{path}: {value!r}: {message}" if not isinstance(value, dict) else f"{path}: {message}"
+    # Name the bad value unless the message already does (or it is a whole mapping).
+    if isinstance(value, dict) or repr(value) in message:
+        return f"{path}: {message}"
+    return f"{path}: {value!r}: {message}"
 
 
 def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:

@@ -129,11 +129,7 @@ class ImageClassification(ClassificationTask):
                 "preprocessing": {"image_size": list(size), "channels": images.channels},
                 "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
                 "skipped": [{"file": f, "reason": r} for f, r in images.skipped]}
-        try:
-            model = MODELS.get(m.name)(num_classes=len(images.classes), in_channels=images.channels,
-                                       dropout=m.dropout, library_weights=m.pretrained == LIBRARY, **m.kwargs)
-        except TypeError as e:  # a library model rejected an option of model.kwargs
-            raise DlforgeError(f"model.kwargs: {m.name} does not take {m.kwargs}: {e}") from None
+        model = self._model(meta, library_weights=m.pretrained == LIBRARY)
         if m.pretrained not in (None, LIBRARY):
             meta["pretrained"] = load_pretrained(model, m.pretrained, images.classes)
         train = images.subset(train_idx)
@@ -145,9 +141,15 @@ class ImageClassification(ClassificationTask):
                         ImageDataset(images.subset(val_idx), prep), _items(images.subset(test_idx)), meta)
 
     def build_model(self, meta: dict[str, Any]) -> nn.Module:
-        return MODELS.get(meta["model"])(num_classes=len(meta["classes"]),
-                                         in_channels=meta["preprocessing"]["channels"],
-                                         dropout=self.spec.model.dropout, **meta["model_kwargs"])
+        return self._model(meta)
+
+    def _model(self, meta: dict[str, Any], library_weights: bool = False) -> nn.Module:
+        name, kwargs = meta["model"], meta["model_kwargs"]
+        try:
+            return MODELS.get(name)(num_classes=len(meta["classes"]), in_channels=meta["preprocessing"]["channels"],
+                                    dropout=self.spec.model.dropout, library_weights=library_weights, **kwargs)
+        except TypeError as e:  # a library model rejected an option of model.kwargs
+            raise DlforgeError(f"model.kwargs: {name} does not take {kwargs}: {e}") from None
 
     def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> torch.Tensor:
         prep, channels = _preprocess(meta), meta["preprocessing"]["channels"]

@@ -55,8 +55,9 @@ class Trainer:
             resume: bool = False) -> Trainer:
         cfg = self.config
         self.task, self.model = task, model
-        self.dist = Distributed.from_env(select_device(cfg.device))
-        self.device = self.dist.device(select_device(cfg.device))
+        device = select_device(cfg.device)
+        self.dist = Distributed.from_env(device)
+        self.device = self.dist.device(device)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.monitor = cfg.monitor.metric or task.default_monitor
         mode = cfg.monitor.mode
@@ -199,11 +200,10 @@ class Trainer:
         if self.best_score_ is not None and sign * (score - self.best_score_) <= 0:
             return
         self.best_score_, self.best_epoch_ = score, self.epoch + 1
-        if self.run is not None:
-            if self.dist.is_main:
-                path = self.run.path / "checkpoints" / "best.safetensors"
-                atomic_write(path, lambda p: save_model(self.model, str(p)))
-        else:
+        if self.run is not None and self.dist.is_main:
+            path = self.run.path / "checkpoints" / "best.safetensors"
+            atomic_write(path, lambda p: save_model(self.model, str(p)))
+        elif self.run is None:
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _restore_best(self) -> None:
