@@ -127,12 +127,35 @@ def evaluate(run: RunArg,
 @app.command()
 @_friendly
 def predict(run: RunArg, inputs: Annotated[list[Path], typer.Argument(help="input files", show_default=False)],
-            device: str = "cpu") -> None:
+            device: str = "cpu",
+            conf: Annotated[float | None, typer.Option(help="detection: minimum score")] = None,
+            iou: Annotated[float | None, typer.Option(help="detection: NMS IoU threshold")] = None,
+            max_det: Annotated[int | None, typer.Option(help="detection: most objects per image")] = None,
+            save_images: Annotated[Path | None, typer.Option(help="write annotated images (PNG) here")] = None,
+            ) -> None:
     """Predict for input files; prints a JSON list."""
     import dlforge
 
-    predictions = dlforge.load(run, device=device).predict([str(p) for p in inputs])
+    predictor = dlforge.load(run, device=device)
+    options = {k: v for k, v in {"conf": conf, "iou": iou, "max_det": max_det}.items() if v is not None}
+    predictions = predictor.predict([str(p) for p in inputs], **options)
+    if save_images is not None:
+        _save_annotated(predictor, inputs, predictions, save_images)
     print(json.dumps([{"input": str(p), **pred} for p, pred in zip(inputs, predictions, strict=True)], indent=2))
+
+
+def _save_annotated(predictor: Any, inputs: list[Path], predictions: list[dict], folder: Path) -> None:
+    """<folder>/<input stem>.<kind>.png for each picture the task draws of a prediction."""
+    import numpy as np
+    from PIL import Image
+
+    from dlforge._io import atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, pred in zip(inputs, predictions, strict=True):
+        for kind, picture in predictor.task.annotate(str(path), pred, predictor.meta).items():
+            image = picture if isinstance(picture, Image.Image) else Image.fromarray(np.asarray(picture))
+            atomic_write(folder / f"{path.stem}.{kind}.png", lambda p, im=image: im.save(p, format="PNG"))
 
 
 @app.command()

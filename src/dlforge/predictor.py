@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import load_model
 from torch import nn
 
+from dlforge.errors import DlforgeError
 from dlforge.registry import TASKS
 from dlforge.run import Run
 from dlforge.tasks.base import Task
-from dlforge.train.devices import select_device
+from dlforge.train.devices import select_device, to_device
 
 
 class Predictor:
@@ -40,16 +41,28 @@ class Predictor:
         return self.meta.get("classes")
 
     @torch.inference_mode()
-    def outputs(self, items: Iterable[Any]) -> torch.Tensor:
-        """Raw model outputs (e.g. logits) for `items`, batched, on the CPU."""
+    def outputs(self, items: Iterable[Any]) -> torch.Tensor | list[Any]:
+        """Raw model outputs for `items`, batched, on the CPU: a tensor (e.g. logits), or one output per item."""
         items = list(items)
-        chunks = [self.model(self.task.preprocess(items[i:i + self.batch_size], self.meta).to(self.device)).float()
-                  for i in range(0, len(items), self.batch_size)]
-        return torch.cat(chunks).cpu() if chunks else torch.empty(0)
+        chunks = []
+        for i in range(0, len(items), self.batch_size):
+            inputs = to_device(self.task.preprocess(items[i:i + self.batch_size], self.meta), self.device)
+            chunks.append(to_device(self.task.forward(self.model, inputs, self.meta), torch.device("cpu")))
+        if chunks and torch.is_tensor(chunks[0]):
+            return torch.cat(chunks)
+        return [out for chunk in chunks for out in chunk]
 
-    def predict(self, items: Sequence[Any]) -> list[dict[str, Any]]:
-        """One JSON-able prediction per item. A numpy array is a batch along its first axis."""
-        return self.task.postprocess(self.outputs(items), self.meta)
+    def predict(self, items: Sequence[Any], **options: Any) -> list[dict[str, Any]]:
+        """One JSON-able prediction per item. A numpy array is a batch along its first axis.
+
+        `options` are the task's `prediction_options`, e.g. `conf` and `iou` for detection.
+        """
+        unknown = sorted(set(options) - set(self.task.prediction_options))
+        if unknown:
+            allowed = ", ".join(self.task.prediction_options) or "none"
+            raise DlforgeError(f"{self.meta['task']} predictions take no option {', '.join(unknown)} "
+                               f"(options: {allowed})")
+        return self.task.postprocess(self.outputs(items), self.meta, **options)
 
 
 def load(run_dir: str | os.PathLike, device: str = "cpu") -> Predictor:

@@ -77,3 +77,5 @@ class Registry(Generic[T]):
 TASKS: Registry = Registry("task")
 MODELS: Registry = Registry("model")
 DATASETS: Registry = Registry("dataset")
+DETECTORS: Registry = Registry("detection model")
+SEGMENTERS: Registry = Registry("segmentation model")

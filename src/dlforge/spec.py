@@ -7,10 +7,13 @@ raises `SpecError` with one line: file, YAML line, field path, bad value, what i
 
 from __future__ import annotations
 
+import functools
+import inspect
+import operator
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -21,10 +24,13 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
-from dlforge.errors import SpecError
-from dlforge.registry import TASKS, did_you_mean
+from dlforge.errors import DlforgeError, SpecError
+from dlforge.registry import TASKS, Registry, did_you_mean
+
+LIBRARY = "default"  # model.pretrained: default -> the model library's own weights (timm / torchvision)
 
 
 class StrictModel(BaseModel):
@@ -102,6 +108,54 @@ def resolve_path(value: str, info: ValidationInfo) -> str:
 
 
 # ---------------------------------------------------------------- loading
+
+
+class ModelSpec(StrictModel):
+    """`model:`: a registered architecture, its options, and where its first weights come from.
+
+    Each task subclasses it with its registry and the factory arguments it sets itself.
+    """
+
+    registry: ClassVar[Registry]
+    reserved: ClassVar[tuple[str, ...]]  # factory arguments the task fills in (num_classes, ...)
+
+    name: str
+    pretrained: str | None = Field(
+        None, description="a run directory, a .safetensors file, hf-hub:<repo>, or 'default' (library weights)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options, e.g. {width: 64}")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        try:
+            cls.registry.check(name)
+        except DlforgeError as e:
+            raise ValueError(str(e)) from None
+        return name
+
+    @field_validator("pretrained")
+    @classmethod
+    def _path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return value if value in (None, LIBRARY) or value.startswith("hf-hub:") else resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _kwargs_fit(self) -> ModelSpec:
+        params = inspect.signature(self.registry.get(self.name)).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return self  # a library model: checked when built
+        allowed = [n for n in params if n not in self.reserved]
+        for key in self.kwargs:
+            if key not in allowed:
+                raise ValueError(f"kwargs: {self.name} takes no option {key!r}; it takes: {', '.join(allowed)}")
+        return self
+
+    @classmethod
+    def build(cls, name: str, kwargs: dict[str, Any], **fixed: Any) -> Any:
+        """The model `name` with the task's `fixed` arguments and the user's `kwargs`."""
+        try:
+            return cls.registry.get(name)(**fixed, **kwargs)
+        except TypeError as e:  # a library model rejected an option of model.kwargs
+            raise DlforgeError(f"model.kwargs: {name} does not take {kwargs}: {e}") from None
 
 
 def spec_class(task: str) -> type[SpecBase]:
@@ -248,7 +302,8 @@ def json_schema() -> dict:
     if len(classes) == 1:
         schema = TypeAdapter(classes[0]).json_schema()
     else:
-        schema = TypeAdapter(typing.Annotated[classes, Field(discriminator="task")]).json_schema()
+        union = functools.reduce(operator.or_, classes)  # A | B | ...
+        schema = TypeAdapter(typing.Annotated[union, Field(discriminator="task")]).json_schema()
     schema["title"] = "dlforge spec"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema

@@ -178,6 +178,13 @@ def to_uint8_tensor(item: Any, channels: int) -> torch.Tensor:
     return tensor
 
 
+def resize_square(image: torch.Tensor, side: int) -> torch.Tensor:
+    """(C, H, W) -> (C, side, side), antialiased: dense tasks' plain (not letterboxed) resize."""
+    from torchvision.transforms.v2 import functional as F
+
+    return F.resize(image, [side, side], antialias=True)
+
+
 class ImageDataset(Dataset):
     """(C, H, W) float tensors, resized, augmented (training only) and normalised, with targets."""
 

@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from dlforge.errors import DlforgeError
+from dlforge.spec import LIBRARY
 
 log = logging.getLogger("dlforge")
 
-LIBRARY = "default"  # model.pretrained: default -> the backbone library's own weights (timm / torchvision)
 
 
 def resolve_weights(source: str) -> tuple[Path, list[str] | None]:
@@ -47,15 +47,17 @@ def resolve_weights(source: str) -> tuple[Path, list[str] | None]:
 def load_pretrained(model: nn.Module, source: str, classes: list[str]) -> dict:
     """Copy every tensor of `source` whose name and shape fit `model`; returns what was loaded.
 
-    The classification head is kept only when the source was trained on exactly `classes`:
+    The head is kept only when the source was trained on exactly `classes`:
     a head for other labels (even as many of them) would predict the wrong names.
     """
     path, source_classes = resolve_weights(source)
     state = load_file(path)
     own = model.state_dict()
     keep_head = source_classes == list(classes)
+    # Parameters tied to the label set (the head); `class_specific` lists their name prefixes.
+    head = tuple(getattr(model, "class_specific", ("head.",)))
     loaded = {k: v for k, v in state.items()
-              if k in own and own[k].shape == v.shape and (keep_head or not k.startswith("head."))}
+              if k in own and own[k].shape == v.shape and (keep_head or not k.startswith(head))}
     if not loaded:
         raise DlforgeError(f"{source}: none of its {len(state)} tensors fits this model "
                            "(a different architecture?)")

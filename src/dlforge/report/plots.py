@@ -94,13 +94,61 @@ def reliability(bins: list[dict], ece: float, path: Path) -> Path:
 
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], alert: Sequence[bool], path: Path,
-               cols: int = 8) -> Path:
-    """Images (H, W, 3 uint8) in a grid; titles of `alert` images in red."""
+               cols: int = 8, size: float = 1.5) -> Path:
+    """Images (H, W, 3 uint8) in a grid, `size` inches each; titles of `alert` images in red."""
     rows = max(1, math.ceil(len(images) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, (size + 0.25) * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, title, bad in zip(axes.flat, images, titles, alert, strict=False):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=7, color="red" if bad else "black")
+    return save(fig, path)
+
+
+def palette(k: int) -> list[tuple[int, int, int]]:
+    """k distinct RGB colours (tab10/tab20), one per class."""
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
+    return [tuple(int(255 * c) for c in cmap(i % cmap.N)[:3]) for i in range(k)]
+
+
+def pr_curves(curves: dict[str, list[float]], path: Path) -> Path:
+    """Precision against recall (101 COCO recall points) per class, AP in the legend."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    recall = np.linspace(0, 1, 101)
+    for name, precision in curves.items():
+        ax.plot(recall, precision, label=f"{name} (AP {np.mean(precision):.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("precision-recall at IoU 0.5")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    return save(fig, path)
+
+
+def iou_bars(classes: Sequence[str], iou: Sequence[float], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(classes) + 2), 3.2))
+    ax.bar(range(len(classes)), iou, color=[np.array(c) / 255 for c in palette(len(classes))], edgecolor="black")
+    for i, v in enumerate(iou):
+        ax.text(i, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) > 6 else 0, fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("IoU")
+    ax.set_title(f"IoU per class (mean {np.mean(iou):.3f})")
+    return save(fig, path)
+
+
+def mask_rows(images: Sequence[np.ndarray], truth: Sequence[np.ndarray], predicted: Sequence[np.ndarray],
+              path: Path) -> Path:
+    """One row per image: the image, its true mask and the predicted mask, side by side."""
+    rows = max(1, len(images))
+    fig, axes = plt.subplots(rows, 3, figsize=(6.6, 2.2 * rows), squeeze=False)
+    for row, pictures in zip(axes, zip(images, truth, predicted, strict=True), strict=False):
+        for ax, picture, title in zip(row, pictures, ("image", "true mask", "predicted mask"), strict=True):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
     return save(fig, path)

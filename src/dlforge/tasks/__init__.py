@@ -1,6 +1,10 @@
 """One module per problem type. Importing this package registers every task."""
 
-from dlforge.tasks import image_classification  # noqa: F401  (registration)
+from dlforge.tasks import (  # noqa: F401  (registration)
+    image_classification,
+    object_detection,
+    semantic_segmentation,
+)
 from dlforge.tasks.base import Prepared, Task
 
 __all__ = ["Prepared", "Task"]

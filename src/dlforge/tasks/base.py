@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from dlforge.errors import DlforgeError
 from dlforge.spec import SpecBase
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Prepared:
 class Task:
     spec_class: ClassVar[type[SpecBase]]
     default_monitor: ClassVar[str] = "val/loss"
+    prediction_options: ClassVar[tuple[str, ...]] = ()  # keyword options of `postprocess`, e.g. thresholds
 
     def __init__(self, spec: SpecBase) -> None:
         self.spec = spec
@@ -68,11 +70,21 @@ class Task:
         return self.loss(outputs, targets), outputs, targets
 
     # ------------------------------------------------------------ inference
-    def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> torch.Tensor:
+    def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> Any:
+        """Raw items -> the model's batched input (a tensor, or a dict of tensors)."""
         raise NotImplementedError
 
-    def postprocess(self, outputs: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    def forward(self, model: nn.Module, inputs: Any, meta: dict[str, Any]) -> torch.Tensor | list[Any]:
+        """Inference on one preprocessed batch: a (B, ...) tensor, or one output per item."""
+        return model(inputs).float()
+
+    def postprocess(self, outputs: Any, meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
+        """Outputs -> one JSON-able prediction per item; `options` are named in `prediction_options`."""
         raise NotImplementedError
+
+    def annotate(self, item: Any, prediction: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """Pictures of one prediction: {suffix: uint8 (H, W, 3) array or PIL image}, for `--save-images`."""
+        raise DlforgeError(f"{type(self).__name__} cannot draw its predictions")
 
     # ------------------------------------------------------------ evaluation and report
     def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:

@@ -36,7 +36,7 @@ class ClassificationTask(Task):
         return MetricCollection({"accuracy": MulticlassAccuracy(k, average="micro"),
                                  "f1_macro": MulticlassF1Score(k, average="macro")})
 
-    def postprocess(self, outputs: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    def postprocess(self, outputs: torch.Tensor, meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
         classes = meta["classes"]
         probs = outputs.float().softmax(dim=-1)  # (B, K)
         return [{"label": classes[int(p.argmax())], "confidence": float(p.max()),

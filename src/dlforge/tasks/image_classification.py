@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,15 +9,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from dlforge.data.images import ImageDataset, ImageSet, channel_stats, read_image_set, to_uint8_tensor
 from dlforge.data.split import stratified_split
-from dlforge.errors import DataError, DlforgeError
-from dlforge.models.pretrained import LIBRARY, load_pretrained
+from dlforge.errors import DataError
+from dlforge.models.pretrained import load_pretrained
 from dlforge.registry import MODELS, TASKS
-from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.spec import LIBRARY, ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.classification import ClassificationTask
 
@@ -68,38 +67,12 @@ class ImageDataSpec(StrictModel):
     _source = field_validator("source")(resolve_path)
 
 
-class ClassifierModelSpec(StrictModel):
+class ClassifierModelSpec(ModelSpec):
+    registry = MODELS
+    reserved = ("num_classes", "in_channels", "dropout", "library_weights")
+
     name: str = Field("resnet_small", description="resnet_small, timm:<name> or torchvision:<name>")
-    pretrained: str | None = Field(
-        None, description="a run directory, a .safetensors file, hf-hub:<repo>, or 'default' (library weights)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options, e.g. {width: 64}")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        try:
-            MODELS.check(name)
-        except DlforgeError as e:
-            raise ValueError(str(e)) from None
-        return name
-
-    @field_validator("pretrained")
-    @classmethod
-    def _path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return value if value in (None, LIBRARY) or value.startswith("hf-hub:") else resolve_path(value, info)
-
-    @model_validator(mode="after")
-    def _kwargs_fit(self) -> ClassifierModelSpec:
-        factory = MODELS.get(self.name)
-        params = inspect.signature(factory).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return self
-        allowed = [n for n in params if n not in ("num_classes", "in_channels", "dropout", "library_weights")]
-        for key in self.kwargs:
-            if key not in allowed:
-                raise ValueError(f"kwargs: {self.name} takes no option {key!r}; it takes: {', '.join(allowed)}")
-        return self
 
 
 class ImageClassificationSpec(SpecBase):
@@ -144,12 +117,9 @@ class ImageClassification(ClassificationTask):
         return self._model(meta)
 
     def _model(self, meta: dict[str, Any], library_weights: bool = False) -> nn.Module:
-        name, kwargs = meta["model"], meta["model_kwargs"]
-        try:
-            return MODELS.get(name)(num_classes=len(meta["classes"]), in_channels=meta["preprocessing"]["channels"],
-                                    dropout=self.spec.model.dropout, library_weights=library_weights, **kwargs)
-        except TypeError as e:  # a library model rejected an option of model.kwargs
-            raise DlforgeError(f"model.kwargs: {name} does not take {kwargs}: {e}") from None
+        return ClassifierModelSpec.build(meta["model"], meta["model_kwargs"], num_classes=len(meta["classes"]),
+                                         in_channels=meta["preprocessing"]["channels"],
+                                         dropout=self.spec.model.dropout, library_weights=library_weights)
 
     def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> torch.Tensor:
         prep, channels = _preprocess(meta), meta["preprocessing"]["channels"]

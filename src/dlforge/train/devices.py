@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,3 +91,14 @@ class Distributed:
         if self.enabled and dist.is_initialized():
             dist.barrier()  # no rank tears the group down while another still uses it
             dist.destroy_process_group()
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors in (nested) dicts, lists and tuples moved to `device`; anything else as it is."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

@@ -33,7 +33,7 @@ from dlforge._io import atomic_write, atomic_write_bytes
 from dlforge.errors import DlforgeError
 from dlforge.spec import TrainSpec
 from dlforge.train.callbacks import Callback, LogLines, ProgressBar
-from dlforge.train.devices import Distributed, autocast_dtype, select_device
+from dlforge.train.devices import Distributed, autocast_dtype, select_device, to_device
 
 if TYPE_CHECKING:
     from dlforge.run import Run
@@ -124,7 +124,7 @@ class Trainer:
         count = torch.zeros((), device=self.device)
         for index, batch in enumerate(self.train_loader):
             self.batch_index = index
-            batch = _to_device(batch, self.device)
+            batch = to_device(batch, self.device)
             self._call("on_train_batch_start", batch, index)
             with self._autocast():
                 loss, _, _ = self.task.step(self.train_model, batch)
@@ -173,19 +173,23 @@ class Trainer:
         self._call("on_validation_epoch_start")
         loss_sum = torch.zeros((), device=self.device)
         count = torch.zeros((), device=self.device)
+        seen = torch.zeros((), device=self.device)
         for index, batch in enumerate(self.val_loader):
-            batch = _to_device(batch, self.device)
+            batch = to_device(batch, self.device)
             self._call("on_validation_batch_start", batch, index)
             with self._autocast():
                 loss, outputs, targets = self.task.step(self.eval_model, batch)
             self.metrics.update(outputs.float() if torch.is_tensor(outputs) else outputs, targets)
             n = _batch_len(batch)
-            loss_sum += loss.float() * n
-            count += n
+            if loss is not None:  # detectors in eval mode give detections, not losses
+                loss_sum += loss.float() * n
+                count += n
+            seen += n
             self._call("on_validation_batch_end", loss, index)
         values = {}
-        if int(self.dist.sum(count)):  # an empty validation split logs nothing
+        if int(self.dist.sum(seen)):  # an empty validation split logs nothing
             values = {f"val/{k}": float(v) for k, v in self.metrics.compute().items()}
+        if int(self.dist.sum(count)):
             values["val/loss"] = float(self.dist.sum(loss_sum) / self.dist.sum(count))
         self._call("on_validation_epoch_end")
         return values
@@ -297,16 +301,6 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 def _batch_len(batch: Any) -> int:

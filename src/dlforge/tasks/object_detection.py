@@ -1,0 +1,320 @@
+"""Object detection: boxes, labels and scores per image, from COCO, YOLO, VOC, CSV or `builtin:shapes`.
+
+Every detector (the YOLO-style one written here, torchvision's Faster R-CNN, RetinaNet, FCOS)
+shares one interface (see `dlforge.models.detectors`): losses in training, *candidate*
+detections in eval. The confidence and IoU thresholds are applied here, after the model, so
+one trained model answers every threshold a user asks for. Large images are cut into tiles
+for training and predicted slice by slice, with boxes merged across tile borders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, ValidationError, field_validator, model_validator
+from torch import nn
+
+from dlforge.data.augment import DenseAugmentSpec
+from dlforge.data.detection import DetectionSet, read_detection_set
+from dlforge.data.images import resize_square, to_uint8_tensor
+from dlforge.data.split import stratified_split
+from dlforge.errors import DlforgeError
+from dlforge.models.pretrained import load_pretrained
+from dlforge.registry import DETECTORS, TASKS
+from dlforge.report.html import Section, figure, table
+from dlforge.spec import LIBRARY, ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.tasks.base import Prepared, Task
+
+if TYPE_CHECKING:
+    from torchmetrics import Metric, MetricCollection
+
+    from dlforge.predictor import Predictor
+    from dlforge.run import Run
+
+EVAL_CONF, EVAL_IOU = 0.001, 0.7  # mAP is measured over (nearly) every candidate, as COCO does
+
+
+def _coco_thresholds() -> dict[str, list[float]]:
+    """COCO's own IoU and recall thresholds, in float64 as pycocotools has them. torchmetrics' defaults come from
+    torch.linspace in float32 (0.31 becomes 0.3100000024), which moves recall ties at the threshold and made its
+    mAP differ from pycocotools' in the third decimal."""
+    return {"iou_thresholds": np.linspace(0.5, 0.95, 10).tolist(),
+            "rec_thresholds": np.linspace(0.0, 1.0, 101).tolist()}
+
+
+class TilingSpec(StrictModel):
+    """Large images with small objects: train on tiles, predict slice by slice."""
+
+    tile: int = Field(ge=32, description="tile side in pixels of the original images")
+    overlap: float = Field(0.2, ge=0.0, lt=0.9, description="overlap of neighbouring tiles, as a fraction of a tile")
+
+
+class DetectionDataSpec(StrictModel):
+    source: str = Field(description="builtin:shapes, a COCO .json, a YOLO data.yaml (or its folder), a VOC folder "
+                                    "(Annotations/, JPEGImages/), or a .csv of image_path,xmin,ymin,xmax,ymax,label")
+    format: Literal["auto", "coco", "yolo", "voc", "csv"] = "auto"
+    builtin: dict[str, Any] = Field(default_factory=dict,
+                                    description="options of a builtin: source, e.g. {count: 600, size: 128}")
+    classes: list[str] | None = Field(None, description="label order; default: as the source lists them")
+    split: SplitSpec = SplitSpec()
+    image_size: int = Field(640, ge=32, multiple_of=32, description="model input side (images are resized)")
+    on_error: Literal["error", "skip"] = Field("error", description="bad images or boxes: stop, or skip and count")
+    augment: DenseAugmentSpec = DenseAugmentSpec()
+    tiling: TilingSpec | None = None
+
+    _source = field_validator("source")(resolve_path)
+
+
+class DetectorModelSpec(ModelSpec):
+    registry = DETECTORS
+    reserved = ("num_classes", "image_size", "library_weights")
+
+    name: str = Field("yolo_n", description="yolo_n, yolo_s, fasterrcnn_resnet50_fpn, "
+                      "fasterrcnn_mobilenet_v3_large_fpn, retinanet_resnet50_fpn or fcos_resnet50_fpn")
+
+
+class DetectionPredictSpec(StrictModel):
+    """Defaults of `dlforge predict` and the server; each call may override them."""
+
+    conf: float = Field(0.25, ge=0.0, le=1.0, description="keep detections scoring at least this")
+    iou: float = Field(0.45, gt=0.0, le=1.0, description="non-maximum suppression IoU threshold, per class")
+    max_det: int = Field(300, ge=1, description="at most this many objects per image")
+
+
+class ObjectDetectionSpec(SpecBase):
+    task: Literal["object_detection"] = "object_detection"
+    data: DetectionDataSpec
+    model: DetectorModelSpec = DetectorModelSpec()
+    predict: DetectionPredictSpec = DetectionPredictSpec()
+
+    @model_validator(mode="after")
+    def _tile_fits(self) -> ObjectDetectionSpec:
+        if self.data.augment.mosaic and self.data.tiling:
+            raise ValueError("data.augment.mosaic: not with data.tiling (tiles are already crops)")
+        return self
+
+
+@TASKS.register("object_detection")
+class ObjectDetection(Task):
+    spec_class = ObjectDetectionSpec
+    default_monitor = "val/map"
+    prediction_options = ("conf", "iou", "max_det")
+
+    # ------------------------------------------------------------ training
+    def _read(self, source: str | None = None, classes: list[str] | None = None) -> DetectionSet:
+        d = self.spec.data
+        return read_detection_set(source or d.source, format=d.format if source is None else "auto",
+                                  classes=classes or d.classes, on_error=d.on_error, builtin_options=d.builtin)
+
+    def _read_split(self) -> tuple[DetectionSet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        data, s = self._read(), self.spec.data.split
+        return data, stratified_split(np.zeros(len(data), dtype=np.int64), s.val, s.test, s.seed)
+
+    def prepare(self) -> Prepared:
+        from dlforge.data.dense_datasets import DetectionDataset
+
+        data, (train_idx, val_idx, test_idx) = self._read_split()
+        d, m = self.spec.data, self.spec.model
+        tiling = d.tiling.model_dump() if d.tiling else None
+        meta = {"classes": data.classes, "model": m.name, "model_kwargs": m.kwargs,
+                "preprocessing": {"image_size": d.image_size, "tiling": tiling},
+                "predict": self.spec.predict.model_dump(),
+                "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+                "skipped": [{"item": f, "reason": r} for f, r in data.skipped]}
+        model = self._model(meta, library_weights=m.pretrained == LIBRARY)
+        if m.pretrained not in (None, LIBRARY):
+            meta["pretrained"] = load_pretrained(model, m.pretrained, data.classes)
+        tiles = (d.tiling.tile, d.tiling.overlap) if d.tiling else None
+        train = DetectionDataset(data.subset(train_idx), d.image_size, d.augment, seed=self.spec.train.seed,
+                                 tiling=tiles)
+        val = DetectionDataset(data.subset(val_idx), d.image_size, tiling=tiles)
+        return Prepared(model, train, val, _items(data.subset(test_idx)), meta)
+
+    def build_model(self, meta: dict[str, Any]) -> nn.Module:
+        return self._model(meta)
+
+    def _model(self, meta: dict[str, Any], library_weights: bool = False) -> nn.Module:
+        return DetectorModelSpec.build(meta["model"], meta["model_kwargs"], num_classes=len(meta["classes"]),
+                                       image_size=meta["preprocessing"]["image_size"],
+                                       library_weights=library_weights)
+
+    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor | None, Any, Any]:
+        images, targets = batch  # (B, 3, S, S), B dicts of boxes (n, 4) and labels (n,)
+        if model.training:
+            losses = model(images, targets)
+            return sum(losses.values()), None, targets
+        return None, model(images), targets  # eval: candidates, scored by mAP
+
+    def metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        from torchmetrics import MetricCollection
+
+        return MetricCollection({"detection": _mean_ap()}, compute_groups=False)
+
+    # ------------------------------------------------------------ inference
+    def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> dict[str, Any]:
+        images = [to_uint8_tensor(item, 3) for item in items]  # (3, H, W) uint8 each
+        sizes = torch.tensor([im.shape[1:] for im in images])  # (B, 2): (H, W)
+        if meta["preprocessing"]["tiling"]:
+            return {"images": [im.float() / 255 for im in images], "sizes": sizes}  # sliced in `forward`
+        side = meta["preprocessing"]["image_size"]
+        resized = [resize_square(im, side) for im in images]
+        return {"images": torch.stack(resized).float() / 255, "sizes": sizes}  # (B, 3, S, S) in [0, 1]
+
+    def forward(self, model: nn.Module, inputs: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+        side, tiling = meta["preprocessing"]["image_size"], meta["preprocessing"]["tiling"]
+        if tiling:
+            from dlforge.data.tiling import sliced_predict
+
+            return [sliced_predict(image, model, tiling["tile"], tiling["overlap"], side)
+                    for image in inputs["images"]]
+        detections = model(inputs["images"])
+        for det, (h, w) in zip(detections, inputs["sizes"].tolist(), strict=True):
+            scale = torch.tensor([w / side, h / side, w / side, h / side], device=det["boxes"].device)
+            det["boxes"] = det["boxes"] * scale  # back to the image's own pixels
+        return detections
+
+    def postprocess(self, outputs: list[dict[str, torch.Tensor]], meta: dict[str, Any],
+                    **options: Any) -> list[dict[str, Any]]:
+        try:
+            o = DetectionPredictSpec(**{**meta["predict"], **options})
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise DlforgeError(f"prediction option {err['loc'][0]}={err['input']!r}: {err['msg']}") from None
+        classes = meta["classes"]
+        results = []
+        for det in outputs:
+            det = select(det, o.conf, o.iou, o.max_det)
+            results.append({"objects": [
+                {"box": [round(float(v), 2) for v in box], "label": classes[int(label)], "score": round(float(s), 4)}
+                for box, label, s in zip(det["boxes"], det["labels"], det["scores"], strict=True)]})
+        return results
+
+    def annotate(self, item: Any, prediction: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        objects = prediction["objects"]
+        boxes = torch.tensor([o["box"] for o in objects]).reshape(-1, 4)
+        labels = [f"{o['label']} {o['score']:.2f}" for o in objects]
+        return {"boxes": draw_boxes(to_uint8_tensor(item, 3), boxes, labels, meta["classes"],
+                                    [o["label"] for o in objects])}
+
+    # ------------------------------------------------------------ evaluation and report
+    def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
+        if source is None:
+            data, (_, _, test_idx) = self._read_split()
+            return _items(data.subset(test_idx))
+        return _items(self._read(source, classes=meta["classes"]))
+
+    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+        from dlforge.report import plots
+
+        classes = predictor.meta["classes"]
+        candidates = predictor.outputs(items)
+        preds = [select(c, EVAL_CONF, EVAL_IOU, 100) for c in candidates]
+        truth = [{"boxes": torch.as_tensor(t["boxes"]).reshape(-1, 4), "labels": torch.as_tensor(t["labels"])}
+                 for t in targets]
+        result = detection_metrics(preds, truth, classes)
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        plots.pr_curves(result.pop("pr_curves"), plots_dir / "pr_curves.png")
+        self._plot_examples(items[:16], targets[:16], self.postprocess(candidates[:16], predictor.meta), classes,
+                            plots_dir / "detections.png")
+        return result
+
+    def _plot_examples(self, items: Sequence[Any], targets: list[dict[str, np.ndarray]], shown: list[dict[str, Any]],
+                       classes: list[str], path: Path) -> None:
+        from dlforge.report import plots
+
+        pictures, titles, alert = [], [], []
+        for item, t, p in zip(items, targets, shown, strict=True):
+            true_boxes = torch.as_tensor(t["boxes"]).reshape(-1, 4)
+            pictures.append(draw_boxes(to_uint8_tensor(item, 3), true_boxes, None, classes,
+                                       [classes[k] for k in t["labels"]], predicted=p["objects"]))
+            titles.append(f"{len(p['objects'])} found, {len(t['labels'])} true")
+            alert.append(len(p["objects"]) != len(t["labels"]))
+        plots.image_grid(pictures, titles, alert, path, cols=4, size=3.0)
+
+    def report_sections(self, run: Run) -> list[Section]:
+        ev = run.read_eval()
+        if ev is None:
+            return []
+        m = ev["metrics"]
+        summary = table(["metric", "value"], [[k, f"{v:.4f}"] for k, v in m.items()])
+        per_class = table(["class", "AP@0.5", "AP@0.5:0.95", "objects"],
+                          [[c["class"], f"{c['ap50']:.3f}", f"{c['ap']:.3f}", c["objects"]] for c in ev["per_class"]])
+        pics = [figure(run.path / "plots" / "detections.png",
+                       "Test images: predictions (solid, with scores) and the truth (dashed white)"),
+                figure(run.path / "plots" / "pr_curves.png", "Precision-recall per class at IoU 0.5")]
+        return [Section("Detection", f"<p>On {ev['n']} images ({ev['data']}).</p>" + summary + per_class
+                        + "".join(pics))]
+
+
+def _mean_ap() -> Metric:
+    """torchmetrics' MeanAveragePrecision, reduced to the scalars a training log holds."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    class MeanAP(MeanAveragePrecision):
+        def compute(self) -> dict[str, torch.Tensor]:
+            result = super().compute()
+            return {k: result[k] for k in ("map", "map_50", "map_75")}
+
+    return MeanAP(box_format="xyxy", iou_type="bbox", **_coco_thresholds())
+
+
+def select(det: dict[str, torch.Tensor], conf: float, iou: float, max_det: int) -> dict[str, torch.Tensor]:
+    """Candidates -> detections: score >= conf, class-wise NMS at `iou`, the best `max_det`."""
+    from torchvision.ops import batched_nms
+
+    keep = det["scores"] >= conf
+    boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+    keep = batched_nms(boxes.float(), scores.float(), labels, iou)[:max_det]  # sorted by score
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def detection_metrics(preds: list[dict[str, torch.Tensor]], truth: list[dict[str, torch.Tensor]],
+                      classes: list[str]) -> dict[str, Any]:
+    """COCO mAP (torchmetrics, pycocotools backend): overall, per class, and precision-recall curves."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True,
+                                  **_coco_thresholds())
+    metric.update(preds, truth)
+    r = metric.compute()
+    # precision: (IoU thresholds T=10, recall points R=101, classes K, area ranges A=4, max dets M=3); -1 = no data
+    precision = r["precision"][0, :, :, 0, -1]  # IoU 0.5, all areas, 100 detections: (R, K)
+    present = r["classes"].tolist()  # classes seen in predictions or truth, in the order of the K axis
+    objects = np.bincount(torch.cat([t["labels"] for t in truth]).numpy().astype(int), minlength=len(classes))
+    per_class, curves = [], {}
+    for i, k in enumerate(present):
+        p = precision[:, i]
+        ap50 = float(p[p > -1].mean()) if (p > -1).any() else 0.0
+        per_class.append({"class": classes[k], "ap": max(float(r["map_per_class"].reshape(-1)[i]), 0.0),
+                          "ap50": ap50, "objects": int(objects[k])})
+        curves[classes[k]] = p.clamp_min(0).tolist()
+    metrics = {k: float(r[k]) for k in ("map", "map_50", "map_75", "mar_100")}
+    return {"n": len(truth), "metrics": metrics, "per_class": per_class, "pr_curves": curves,
+            "headline": {"name": "map_50", "value": metrics["map_50"]}}
+
+
+def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, captions: list[str] | None, classes: list[str],
+               names: list[str], predicted: list[dict[str, Any]] | None = None) -> np.ndarray:
+    """(3, H, W) uint8 -> (H, W, 3) with boxes in one colour per class; `predicted` drawn over the truth."""
+    from torchvision.utils import draw_bounding_boxes
+
+    from dlforge.report.plots import palette
+
+    colours = palette(len(classes))
+    width = max(1, round(max(image.shape[1:]) / 200))
+    if boxes.numel():
+        colors = [colours[classes.index(n)] if predicted is None else (255, 255, 255) for n in names]
+        image = draw_bounding_boxes(image, boxes, captions, colors=colors, width=width)
+    if predicted:
+        pb = torch.tensor([o["box"] for o in predicted]).reshape(-1, 4)
+        image = draw_bounding_boxes(image, pb, [f"{o['label']} {o['score']:.2f}" for o in predicted],
+                                    colors=[colours[classes.index(o["label"])] for o in predicted], width=width)
+    return image.permute(1, 2, 0).numpy()
+
+
+def _items(data: DetectionSet) -> tuple[Sequence[Any], list[dict[str, np.ndarray]]]:
+    return data.images, [{"boxes": b, "labels": lab} for b, lab in zip(data.boxes, data.labels, strict=True)]

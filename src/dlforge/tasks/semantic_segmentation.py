@@ -1,0 +1,278 @@
+"""Semantic segmentation: a class for every pixel, from image/mask folders, COCO polygons or `builtin:shapes`.
+
+Models (the U-Net written here, torchvision's DeepLabV3 and LR-ASPP) map (B, 3, S, S) images in
+[0, 1] to (B, K, S, S) logits. Metrics are computed over every pixel of the split at once
+(one confusion matrix, as mmsegmentation and Cityscapes do), ignoring `ignore_index` pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import nn
+
+from dlforge.data.augment import DenseAugmentSpec
+from dlforge.data.detection import SegmentationSet, read_mask, read_segmentation_set
+from dlforge.data.images import resize_square, to_uint8_tensor
+from dlforge.data.split import stratified_split
+from dlforge.models.pretrained import load_pretrained
+from dlforge.registry import SEGMENTERS, TASKS
+from dlforge.report.html import Section, figure, table
+from dlforge.spec import LIBRARY, ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.tasks.base import Prepared, Task
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
+
+    from dlforge.predictor import Predictor
+    from dlforge.run import Run
+
+IGNORE_INDEX = 255  # the mask value no loss or metric counts (SegmentationSet.ignore_index)
+
+
+class SegmentationDataSpec(StrictModel):
+    source: str = Field(description="builtin:shapes, a folder with images/ and masks/ (index-colour PNGs), "
+                                    "or a COCO .json with polygons")
+    builtin: dict[str, Any] = Field(default_factory=dict,
+                                    description="options of a builtin: source, e.g. {count: 600, size: 128}")
+    classes: list[str] | None = Field(None, description="class of each mask value (default: classes.txt)")
+    split: SplitSpec = SplitSpec()
+    image_size: int = Field(512, ge=32, multiple_of=32, description="model input side (images are resized)")
+    on_error: Literal["error", "skip"] = Field("error", description="bad images or masks: stop, or skip and count")
+    augment: DenseAugmentSpec = DenseAugmentSpec()
+
+    _source = field_validator("source")(resolve_path)
+
+    @field_validator("augment")
+    @classmethod
+    def _no_mosaic(cls, augment: DenseAugmentSpec) -> DenseAugmentSpec:
+        if augment.mosaic:
+            raise ValueError("mosaic: only for object detection")
+        return augment
+
+
+class SegmenterModelSpec(ModelSpec):
+    registry = SEGMENTERS
+    reserved = ("num_classes", "library_weights")
+
+    name: str = Field("unet", description="unet, deeplabv3_resnet50, deeplabv3_mobilenet_v3_large or "
+                                          "lraspp_mobilenet_v3_large")
+
+
+class SemanticSegmentationSpec(SpecBase):
+    task: Literal["semantic_segmentation"] = "semantic_segmentation"
+    data: SegmentationDataSpec
+    model: SegmenterModelSpec = SegmenterModelSpec()
+    loss: Literal["ce", "dice", "ce+dice"] = Field("ce+dice", description="cross-entropy, soft Dice, or their sum")
+
+
+@TASKS.register("semantic_segmentation")
+class SemanticSegmentation(Task):
+    spec_class = SemanticSegmentationSpec
+    default_monitor = "val/miou"
+
+    # ------------------------------------------------------------ training
+    def _read(self, source: str | None = None, classes: list[str] | None = None) -> SegmentationSet:
+        d = self.spec.data
+        return read_segmentation_set(source or d.source, classes=classes or d.classes, on_error=d.on_error,
+                                     builtin_options=d.builtin)
+
+    def _read_split(self) -> tuple[SegmentationSet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        data, s = self._read(), self.spec.data.split
+        return data, stratified_split(np.zeros(len(data), dtype=np.int64), s.val, s.test, s.seed)
+
+    def prepare(self) -> Prepared:
+        from dlforge.data.dense_datasets import SegmentationDataset
+
+        data, (train_idx, val_idx, test_idx) = self._read_split()
+        d, m = self.spec.data, self.spec.model
+        meta = {"classes": data.classes, "model": m.name, "model_kwargs": m.kwargs,
+                "preprocessing": {"image_size": d.image_size, "ignore_index": data.ignore_index},
+                "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+                "skipped": [{"item": f, "reason": r} for f, r in data.skipped]}
+        model = self._model(meta, library_weights=m.pretrained == LIBRARY)
+        if m.pretrained not in (None, LIBRARY):
+            meta["pretrained"] = load_pretrained(model, m.pretrained, data.classes)
+        train = SegmentationDataset(data.subset(train_idx), d.image_size, d.augment)
+        val = SegmentationDataset(data.subset(val_idx), d.image_size)
+        return Prepared(model, train, val, _items(data.subset(test_idx)), meta)
+
+    def build_model(self, meta: dict[str, Any]) -> nn.Module:
+        return self._model(meta)
+
+    def _model(self, meta: dict[str, Any], library_weights: bool = False) -> nn.Module:
+        return SegmenterModelSpec.build(meta["model"], meta["model_kwargs"], num_classes=len(meta["classes"]),
+                                        library_weights=library_weights)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # outputs: (B, K, H, W) logits; targets: (B, H, W) class indexes, ignore_index where unknown
+        ignore = IGNORE_INDEX
+        total = outputs.new_zeros(())
+        if "ce" in self.spec.loss:
+            total = total + F.cross_entropy(outputs, targets, ignore_index=ignore)
+        if "dice" in self.spec.loss:
+            total = total + dice_loss(outputs, targets, ignore)
+        return total
+
+    def metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        return _pixel_metrics(len(meta["classes"]), meta["preprocessing"]["ignore_index"])
+
+    # ------------------------------------------------------------ inference
+    def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+        images = [to_uint8_tensor(item, 3) for item in items]  # (3, H, W) uint8 each
+        side = meta["preprocessing"]["image_size"]
+        return {"images": torch.stack([resize_square(im, side) for im in images]).float() / 255,  # (B, 3, S, S)
+                "sizes": torch.tensor([im.shape[1:] for im in images])}  # (B, 2): (H, W)
+
+    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any]) -> list[torch.Tensor]:
+        logits = model(inputs["images"]).float()  # (B, K, S, S)
+        # Each image's class mask at its own size: upsample the logits, then take the best class.
+        return [F.interpolate(lg[None], size=(h, w), mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8)
+                for lg, (h, w) in zip(logits, inputs["sizes"].tolist(), strict=True)]  # (H, W) each
+
+    def postprocess(self, outputs: list[torch.Tensor], meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
+        from pycocotools import mask as coco_mask
+
+        classes = meta["classes"]
+        results = []
+        for mask in outputs:
+            m = mask.numpy()
+            present = np.flatnonzero(np.bincount(m.ravel(), minlength=len(classes)))
+            rle = {}
+            for k in present:
+                code = coco_mask.encode(np.asfortranarray(m == k))  # COCO run-length encoding, column-major
+                rle[classes[k]] = {"size": [int(s) for s in code["size"]], "counts": code["counts"].decode()}
+            results.append({"size": list(m.shape),
+                            "pixels": {classes[k]: round(float((m == k).mean()), 6) for k in present},
+                            "rle": rle})
+        return results
+
+    def annotate(self, item: Any, prediction: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        from PIL import Image
+
+        from dlforge.report.plots import palette
+
+        mask = decode_mask(prediction, meta["classes"])
+        png = Image.fromarray(mask, mode="P")  # index-colour: pixel value = class index
+        png.putpalette([c for rgb in palette(len(meta["classes"])) for c in rgb])
+        return {"mask": png, "overlay": overlay(to_uint8_tensor(item, 3), mask, len(meta["classes"]))}
+
+    # ------------------------------------------------------------ evaluation and report
+    def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
+        if source is None:
+            data, (_, _, test_idx) = self._read_split()
+            return _items(data.subset(test_idx))
+        return _items(self._read(source, classes=meta["classes"]))
+
+    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+        from dlforge.report import plots
+
+        classes, ignore = predictor.meta["classes"], predictor.meta["preprocessing"]["ignore_index"]
+        k = len(classes)
+        metric = _pixel_metrics(k, ignore, per_class=True)
+        counts = np.zeros(k, dtype=np.int64)
+        predicted = predictor.outputs(items)
+        truths = [torch.as_tensor(_mask(t)).long() for t in targets]
+        for pred, truth in zip(predicted, truths, strict=True):
+            if pred.shape != truth.shape:
+                raise ValueError(f"a predicted mask is {tuple(pred.shape)}, its true mask {tuple(truth.shape)}")
+            metric.update(pred.long()[None], truth[None])
+            counts += np.bincount(truth[truth != ignore].numpy(), minlength=k)[:k]
+        r = {name: value for name, value in metric.compute().items()}
+        per_class = [{"class": c, "iou": float(r["iou"][i]), "dice": float(r["dice_per_class"][i]),
+                      "pixels": int(counts[i])} for i, c in enumerate(classes)]
+        metrics = {"miou": float(r["miou"]), "dice": float(r["dice"]), "pixel_accuracy": float(r["pixel_accuracy"])}
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        plots.iou_bars([c["class"] for c in per_class], [c["iou"] for c in per_class], plots_dir / "iou.png")
+        shown = range(min(8, len(items)))
+        plots.mask_rows([to_uint8_tensor(items[i], 3).permute(1, 2, 0).numpy() for i in shown],
+                        [overlay_only(truths[i].numpy(), k, ignore) for i in shown],
+                        [overlay_only(predicted[i].numpy(), k, ignore) for i in shown], plots_dir / "masks.png")
+        return {"n": len(items), "metrics": metrics, "per_class": per_class,
+                "headline": {"name": "miou", "value": metrics["miou"]}}
+
+    def report_sections(self, run: Run) -> list[Section]:
+        ev = run.read_eval()
+        if ev is None:
+            return []
+        summary = table(["metric", "value"], [[k, f"{v:.4f}"] for k, v in ev["metrics"].items()])
+        per_class = table(["class", "IoU", "Dice", "pixels"],
+                          [[c["class"], f"{c['iou']:.3f}", f"{c['dice']:.3f}", c["pixels"]] for c in ev["per_class"]])
+        pics = [figure(run.path / "plots" / "masks.png", "Test images: image, true mask, predicted mask"),
+                figure(run.path / "plots" / "iou.png", "IoU per class")]
+        return [Section("Segmentation", f"<p>On {ev['n']} images ({ev['data']}).</p>" + summary + per_class
+                        + "".join(pics))]
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice, averaged over the classes present in the batch (Milletari et al., 2016).
+
+    logits: (B, K, H, W); targets: (B, H, W). Ignored pixels count for no class.
+    """
+    k = logits.shape[1]
+    valid = (targets != ignore_index).unsqueeze(1)  # (B, 1, H, W)
+    probs = logits.float().softmax(1) * valid
+    onehot = F.one_hot(targets.clamp(0, k - 1), k).permute(0, 3, 1, 2) * valid  # (B, K, H, W)
+    inter = (probs * onehot).sum((0, 2, 3))  # (K,)
+    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    dice = (2 * inter + eps) / (total + eps)
+    present = onehot.sum((0, 2, 3)) > 0
+    return 1 - dice[present].mean() if present.any() else logits.sum() * 0
+
+
+def _pixel_metrics(k: int, ignore_index: int, per_class: bool = False) -> MetricCollection:
+    """mIoU (Jaccard), Dice (F1) and pixel accuracy over all pixels, ignoring `ignore_index` (torchmetrics)."""
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
+
+    kw = {"num_classes": k, "ignore_index": ignore_index, "validate_args": False}
+    metrics = {"miou": MulticlassJaccardIndex(average="macro", **kw),
+               "dice": MulticlassF1Score(average="macro", **kw),
+               "pixel_accuracy": MulticlassAccuracy(average="micro", **kw)}
+    if per_class:
+        metrics |= {"iou": MulticlassJaccardIndex(average="none", **kw),
+                    "dice_per_class": MulticlassF1Score(average="none", **kw)}
+    return MetricCollection(metrics, compute_groups=False)
+
+
+def decode_mask(prediction: dict[str, Any], classes: list[str]) -> np.ndarray:
+    """A prediction's run-length encodings -> its (H, W) uint8 class mask."""
+    from pycocotools import mask as coco_mask
+
+    mask = np.zeros(prediction["size"], dtype=np.uint8)
+    for name, rle in prediction["rle"].items():
+        mask[coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}) > 0] = classes.index(name)
+    return mask
+
+
+def overlay_only(mask: np.ndarray, k: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """(H, W) class mask -> (H, W, 3) colours (black for the ignored pixels)."""
+    from dlforge.report.plots import palette
+
+    colours = np.array([*palette(k), *[(0, 0, 0)] * (256 - k)], dtype=np.uint8)
+    return colours[np.where(mask == ignore_index, 255, mask)]
+
+
+def overlay(image: torch.Tensor, mask: np.ndarray, k: int) -> np.ndarray:
+    """(3, H, W) uint8 image with the non-background classes of `mask` blended in."""
+    from torchvision.utils import draw_segmentation_masks
+
+    from dlforge.report.plots import palette
+
+    masks = torch.from_numpy(np.stack([mask == c for c in range(1, k)])) if k > 1 else torch.zeros(0, *mask.shape)
+    drawn = draw_segmentation_masks(image, masks.bool(), alpha=0.5, colors=palette(k)[1:] or None)
+    return drawn.permute(1, 2, 0).numpy()
+
+
+def _mask(target: Any) -> np.ndarray:
+    return read_mask(target) if isinstance(target, str | Path) else np.asarray(target)
+
+
+def _items(data: SegmentationSet) -> tuple[Sequence[Any], Sequence[Any]]:
+    return data.images, data.masks
