@@ -27,8 +27,8 @@ from dlforge.spec import validate_spec
 TARGET_MIOU = 0.90
 
 RECIPES = {
-    "unet": {"epochs": 25, "batch_size": 16, "lr": 3e-3, "kwargs": {"width": 16}},
-    "lraspp_mobilenet_v3_large": {"epochs": 25, "batch_size": 16, "lr": 3e-3, "kwargs": {}},
+    "unet": {"epochs": 60, "batch_size": 16, "lr": 3e-3, "kwargs": {"width": 16}},
+    "lraspp_mobilenet_v3_large": {"epochs": 60, "batch_size": 16, "lr": 3e-3, "kwargs": {}},
 }
 
 

@@ -130,3 +130,12 @@ def test_validate_command_prints_resolved_spec(tmp_path: Path) -> None:
     resolved = yaml.safe_load(proc.stdout)
     assert resolved["train"]["epochs"] == 7
     assert resolved["train"]["scheduler"] == "cosine"  # defaults are filled in
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "examples").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_example_spec_is_valid(path: Path) -> None:
+    spec = load_spec(path)
+    schema = json.loads(cli("schema", check=True).stdout)
+    jsonschema.validate(yaml.safe_load(path.read_text()), schema)  # editors see the same rules
+    assert spec.name

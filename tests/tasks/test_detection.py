@@ -17,6 +17,7 @@ from dlforge.tasks.object_detection import ObjectDetection, detection_metrics, s
 from dlforge.train.devices import seed_everything
 from dlforge.train.trainer import Trainer
 from tests.conftest import cli, write_spec
+from tests.data.test_detection_data import write_coco
 
 
 def detection_spec(**overrides: object) -> dict:
@@ -176,4 +177,46 @@ def test_train_predict_and_save_images(tmp_path) -> None:
     strict = json.loads(cli("predict", run.path, *paths, "--conf", "1.0", check=True).stdout)
     assert all(p["objects"] == [] for p in strict)
     bad = cli("predict", run.path, paths[0], "--conf", "2")
-    assert bad.returncode != 0
+    assert bad.returncode == 2 and "conf" in bad.stderr and "Traceback" not in bad.stderr
+
+    # new labelled data in another format: evaluated into <run>/evaluations/<name>/, the test eval untouched
+    coco = write_coco(make_shapes(count=6, size=64, seed=42), tmp_path / "new")
+    cli("evaluate", run.path, "--data", coco, check=True)
+    new = json.loads((run.path / "evaluations" / coco.stem / "eval.json").read_text())
+    assert new["n"] == 6 and new["data"] == str(coco)
+    assert run.read_eval() == ev
+
+
+@pytest.mark.parametrize("name", ["yolo_n", "fasterrcnn_mobilenet_v3_large_fpn"])
+def test_pretrained_keeps_the_backbone_and_renews_the_class_head(tmp_path, name: str) -> None:
+    """Starting from a checkpoint trained on other labels (as many of them): every tensor but the class head loads."""
+    from safetensors.torch import save_model
+
+    from dlforge.models.pretrained import load_pretrained
+
+    source = DETECTORS.get(name)(num_classes=3, image_size=64)
+    save_model(source, str(tmp_path / "source.safetensors"))
+    target = DETECTORS.get(name)(num_classes=3, image_size=64)
+    report = load_pretrained(target, str(tmp_path / "source.safetensors"), ["cat", "dog", "fox"])
+    assert report["fresh"] and all(k.startswith(tuple(target.class_specific)) for k in report["fresh"])
+    loaded = {k: v for k, v in target.state_dict().items() if k not in report["fresh"]}
+    reference = source.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.items())
+    assert any(not torch.equal(target.state_dict()[k], reference[k]) for k in report["fresh"] if "weight" in k)
+
+
+def test_tiled_training_and_sliced_prediction(tmp_path) -> None:
+    """Large images: training sees tile-sized inputs; predictions come back in the large image's pixels."""
+    builtin = {"count": 10, "size": 256, "min_objects": 6, "max_objects": 10, "object_size": [0.06, 0.12]}
+    spec = validate_spec(detection_spec(data={"builtin": builtin, "image_size": 128,
+                                              "tiling": {"tile": 128, "overlap": 0.25}},
+                                        train={"epochs": 1}))
+    run = dlforge.train(spec, runs_dir=tmp_path, progress=False)
+    assert run.read_meta()["preprocessing"]["tiling"] == {"tile": 128, "overlap": 0.25}
+    predictor = dlforge.load(run.path)
+    assert predictor.task.prepare().train[0][0].shape == (3, 128, 128)  # a tile, not the whole image
+    image = make_shapes(count=1, size=256, seed=11, min_objects=8, max_objects=8, object_size=(0.06, 0.12)).images[0]
+    objects = predictor.predict([image], conf=0.0)[0]["objects"]
+    boxes = np.array([o["box"] for o in objects])
+    assert len(boxes) and (boxes >= 0).all() and (boxes <= 256).all()
+    assert boxes[:, 2].max() > 128 and boxes[:, 3].max() > 128  # tiles beyond the first are mapped back

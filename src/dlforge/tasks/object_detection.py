@@ -147,7 +147,8 @@ class ObjectDetection(Task):
         if model.training:
             losses = model(images, targets)
             return sum(losses.values()), None, targets
-        return None, model(images), targets  # eval: candidates, scored by mAP
+        # eval: the best 100 candidates per image, as COCO's mAP counts them
+        return None, [select(d, EVAL_CONF, EVAL_IOU, 100) for d in model(images)], targets
 
     def metrics(self, meta: dict[str, Any]) -> MetricCollection:
         from torchmetrics import MetricCollection

@@ -83,13 +83,15 @@ class GradientFlow(Callback):
     averaged per epoch into the metrics row.
 
     A layer whose mean norm falls below `vanish_below` or rises above `explode_above` (or is not
-    finite) is warned about and listed under `grad_warnings`.
+    finite) is listed under `grad_warnings` every epoch, and logged when it starts (a detector's
+    stride-32 head with no large objects to learn from would otherwise repeat every epoch).
     """
 
     def __init__(self, every: int = 25, vanish_below: float = 1e-7, explode_above: float = 1e3) -> None:
         self.every = every
         self.vanish_below = vanish_below
         self.explode_above = explode_above
+        self._flagged: set[str] = set()  # layers flagged in the previous epoch
 
     def on_train_epoch_start(self, trainer: Trainer) -> None:
         self._names: list[str] = []
@@ -116,20 +118,25 @@ class GradientFlow(Callback):
             return
         means = (self._sums / self._count).tolist()
         trainer.epoch_row["grad_norm"] = dict(zip(self._names, means, strict=True))
-        warnings = []
+        warnings, new, flagged = [], [], set()
         for name, value in zip(self._names, means, strict=True):
             if not math.isfinite(value) or value > self.explode_above:
-                warnings.append(f"epoch {trainer.epoch + 1}: {name}: gradient norm {value:.3g} exploding "
-                                f"(> {self.explode_above:g})")
+                state = f"exploding (> {self.explode_above:g})"
             elif value < self.vanish_below:
-                warnings.append(f"epoch {trainer.epoch + 1}: {name}: gradient norm {value:.3g} vanishing "
-                                f"(< {self.vanish_below:g})")
+                state = f"vanishing (< {self.vanish_below:g})"
+            else:
+                continue
+            warnings.append(f"epoch {trainer.epoch + 1}: {name}: gradient norm {value:.3g} {state}")
+            flagged.add(name)
+            if name not in self._flagged:
+                new.append(warnings[-1])
+        self._flagged = flagged
         if not trainer.dist.is_main:
             return
-        for w in warnings[:5]:
+        for w in new[:5]:
             log.warning(w)
-        if len(warnings) > 5:
-            log.warning("... and %d more gradient warnings (see metrics.jsonl)", len(warnings) - 5)
+        if len(new) > 5:
+            log.warning("... and %d more gradient warnings (see metrics.jsonl)", len(new) - 5)
         trainer.epoch_row["grad_warnings"] = warnings
 
 
