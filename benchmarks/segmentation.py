@@ -27,8 +27,8 @@ from dlforge.spec import validate_spec
 TARGET_MIOU = 0.90
 
 RECIPES = {
-    "unet": {"epochs": 60, "batch_size": 16, "lr": 3e-3, "kwargs": {"width": 16}},
-    "lraspp_mobilenet_v3_large": {"epochs": 60, "batch_size": 16, "lr": 3e-3, "kwargs": {}},
+    "unet": {"epochs": 35, "batch_size": 16, "lr": 3e-3, "kwargs": {"width": 16}},
+    "lraspp_mobilenet_v3_large": {"epochs": 35, "batch_size": 16, "lr": 3e-3, "kwargs": {}},
 }
 
 
@@ -39,7 +39,9 @@ def spec_for(model: str, epochs: int, batch_size: int, lr: float, kwargs: dict) 
         "data": {"source": "builtin:shapes", "builtin": {"count": 720, "size": 128, "seed": 0}, "image_size": 128,
                  "split": {"val": 0.1, "test": 0.2, "seed": 0}, "augment": {"hflip": True}},
         "model": {"name": model, "kwargs": kwargs},
-        "train": {"epochs": epochs, "batch_size": batch_size, "scheduler": "cosine", "seed": 0,
+        # one-cycle (warm-up, then annealing): with a constant or cosine rate from the start, the U-Net sat at
+        # mIoU ~0.45 after 700 steps; with one-cycle it passes 0.95 in ~1000.
+        "train": {"epochs": epochs, "batch_size": batch_size, "scheduler": "onecycle", "seed": 0,
                   "optimizer": {"name": "adamw", "lr": lr}},
     }
 

@@ -21,13 +21,12 @@ from torch import nn
 from dlforge.data.augment import DenseAugmentSpec
 from dlforge.data.detection import DetectionSet, read_detection_set
 from dlforge.data.images import resize_square, to_uint8_tensor
-from dlforge.data.split import stratified_split
 from dlforge.errors import DlforgeError
-from dlforge.models.pretrained import load_pretrained
 from dlforge.registry import DETECTORS, TASKS
 from dlforge.report.html import Section, figure, table
-from dlforge.spec import LIBRARY, ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
-from dlforge.tasks.base import Prepared, Task
+from dlforge.spec import ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.tasks.base import Prepared
+from dlforge.tasks.dense import DenseTask
 
 if TYPE_CHECKING:
     from torchmetrics import Metric, MetricCollection
@@ -99,48 +98,39 @@ class ObjectDetectionSpec(SpecBase):
 
 
 @TASKS.register("object_detection")
-class ObjectDetection(Task):
+class ObjectDetection(DenseTask):
     spec_class = ObjectDetectionSpec
     default_monitor = "val/map"
     prediction_options = ("conf", "iou", "max_det")
 
+    model_spec = DetectorModelSpec
+
     # ------------------------------------------------------------ training
-    def _read(self, source: str | None = None, classes: list[str] | None = None) -> DetectionSet:
+    def read(self, source: str | None = None, classes: list[str] | None = None) -> DetectionSet:
         d = self.spec.data
         return read_detection_set(source or d.source, format=d.format if source is None else "auto",
                                   classes=classes or d.classes, on_error=d.on_error, builtin_options=d.builtin)
 
-    def _read_split(self) -> tuple[DetectionSet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        data, s = self._read(), self.spec.data.split
-        return data, stratified_split(np.zeros(len(data), dtype=np.int64), s.val, s.test, s.seed)
+    def items(self, data: DetectionSet) -> tuple[Sequence[Any], list[dict[str, np.ndarray]]]:
+        return data.images, [{"boxes": b, "labels": lab} for b, lab in zip(data.boxes, data.labels, strict=True)]
+
+    def model_args(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"num_classes": len(meta["classes"]), "image_size": meta["preprocessing"]["image_size"]}
 
     def prepare(self) -> Prepared:
         from dlforge.data.dense_datasets import DetectionDataset
 
-        data, (train_idx, val_idx, test_idx) = self._read_split()
-        d, m = self.spec.data, self.spec.model
+        data, split = self.read_split()
+        d = self.spec.data
         tiling = d.tiling.model_dump() if d.tiling else None
-        meta = {"classes": data.classes, "model": m.name, "model_kwargs": m.kwargs,
-                "preprocessing": {"image_size": d.image_size, "tiling": tiling},
-                "predict": self.spec.predict.model_dump(),
-                "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
-                "skipped": [{"item": f, "reason": r} for f, r in data.skipped]}
-        model = self._model(meta, library_weights=m.pretrained == LIBRARY)
-        if m.pretrained not in (None, LIBRARY):
-            meta["pretrained"] = load_pretrained(model, m.pretrained, data.classes)
+        model, meta = self.start(data, split, {"image_size": d.image_size, "tiling": tiling})
+        meta["predict"] = self.spec.predict.model_dump()
         tiles = (d.tiling.tile, d.tiling.overlap) if d.tiling else None
+        train_idx, val_idx, test_idx = split
         train = DetectionDataset(data.subset(train_idx), d.image_size, d.augment, seed=self.spec.train.seed,
                                  tiling=tiles)
         val = DetectionDataset(data.subset(val_idx), d.image_size, tiling=tiles)
-        return Prepared(model, train, val, _items(data.subset(test_idx)), meta)
-
-    def build_model(self, meta: dict[str, Any]) -> nn.Module:
-        return self._model(meta)
-
-    def _model(self, meta: dict[str, Any], library_weights: bool = False) -> nn.Module:
-        return DetectorModelSpec.build(meta["model"], meta["model_kwargs"], num_classes=len(meta["classes"]),
-                                       image_size=meta["preprocessing"]["image_size"],
-                                       library_weights=library_weights)
+        return Prepared(model, train, val, self.items(data.subset(test_idx)), meta)
 
     def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor | None, Any, Any]:
         images, targets = batch  # (B, 3, S, S), B dicts of boxes (n, 4) and labels (n,)
@@ -202,12 +192,6 @@ class ObjectDetection(Task):
                                     [o["label"] for o in objects])}
 
     # ------------------------------------------------------------ evaluation and report
-    def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
-        if source is None:
-            data, (_, _, test_idx) = self._read_split()
-            return _items(data.subset(test_idx))
-        return _items(self._read(source, classes=meta["classes"]))
-
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
         from dlforge.report import plots
 
@@ -315,7 +299,3 @@ def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, captions: list[str] | N
         image = draw_bounding_boxes(image, pb, [f"{o['label']} {o['score']:.2f}" for o in predicted],
                                     colors=[colours[classes.index(o["label"])] for o in predicted], width=width)
     return image.permute(1, 2, 0).numpy()
-
-
-def _items(data: DetectionSet) -> tuple[Sequence[Any], list[dict[str, np.ndarray]]]:
-    return data.images, [{"boxes": b, "labels": lab} for b, lab in zip(data.boxes, data.labels, strict=True)]

@@ -20,12 +20,11 @@ from torch import nn
 from dlforge.data.augment import DenseAugmentSpec
 from dlforge.data.detection import SegmentationSet, read_mask, read_segmentation_set
 from dlforge.data.images import resize_square, to_uint8_tensor
-from dlforge.data.split import stratified_split
-from dlforge.models.pretrained import load_pretrained
 from dlforge.registry import SEGMENTERS, TASKS
 from dlforge.report.html import Section, figure, table
-from dlforge.spec import LIBRARY, ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
-from dlforge.tasks.base import Prepared, Task
+from dlforge.spec import ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.tasks.base import Prepared
+from dlforge.tasks.dense import DenseTask
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -73,42 +72,34 @@ class SemanticSegmentationSpec(SpecBase):
 
 
 @TASKS.register("semantic_segmentation")
-class SemanticSegmentation(Task):
+class SemanticSegmentation(DenseTask):
     spec_class = SemanticSegmentationSpec
     default_monitor = "val/miou"
 
+    model_spec = SegmenterModelSpec
+
     # ------------------------------------------------------------ training
-    def _read(self, source: str | None = None, classes: list[str] | None = None) -> SegmentationSet:
+    def read(self, source: str | None = None, classes: list[str] | None = None) -> SegmentationSet:
         d = self.spec.data
         return read_segmentation_set(source or d.source, classes=classes or d.classes, on_error=d.on_error,
                                      builtin_options=d.builtin)
 
-    def _read_split(self) -> tuple[SegmentationSet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        data, s = self._read(), self.spec.data.split
-        return data, stratified_split(np.zeros(len(data), dtype=np.int64), s.val, s.test, s.seed)
+    def items(self, data: SegmentationSet) -> tuple[Sequence[Any], Sequence[Any]]:
+        return data.images, data.masks
+
+    def model_args(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"num_classes": len(meta["classes"])}
 
     def prepare(self) -> Prepared:
         from dlforge.data.dense_datasets import SegmentationDataset
 
-        data, (train_idx, val_idx, test_idx) = self._read_split()
-        d, m = self.spec.data, self.spec.model
-        meta = {"classes": data.classes, "model": m.name, "model_kwargs": m.kwargs,
-                "preprocessing": {"image_size": d.image_size, "ignore_index": data.ignore_index},
-                "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
-                "skipped": [{"item": f, "reason": r} for f, r in data.skipped]}
-        model = self._model(meta, library_weights=m.pretrained == LIBRARY)
-        if m.pretrained not in (None, LIBRARY):
-            meta["pretrained"] = load_pretrained(model, m.pretrained, data.classes)
+        data, split = self.read_split()
+        d = self.spec.data
+        model, meta = self.start(data, split, {"image_size": d.image_size, "ignore_index": data.ignore_index})
+        train_idx, val_idx, test_idx = split
         train = SegmentationDataset(data.subset(train_idx), d.image_size, d.augment)
         val = SegmentationDataset(data.subset(val_idx), d.image_size)
-        return Prepared(model, train, val, _items(data.subset(test_idx)), meta)
-
-    def build_model(self, meta: dict[str, Any]) -> nn.Module:
-        return self._model(meta)
-
-    def _model(self, meta: dict[str, Any], library_weights: bool = False) -> nn.Module:
-        return SegmenterModelSpec.build(meta["model"], meta["model_kwargs"], num_classes=len(meta["classes"]),
-                                        library_weights=library_weights)
+        return Prepared(model, train, val, self.items(data.subset(test_idx)), meta)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # outputs: (B, K, H, W) logits; targets: (B, H, W) class indexes, ignore_index where unknown
@@ -164,12 +155,6 @@ class SemanticSegmentation(Task):
         return {"mask": png, "overlay": overlay(to_uint8_tensor(item, 3), mask, len(meta["classes"]))}
 
     # ------------------------------------------------------------ evaluation and report
-    def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
-        if source is None:
-            data, (_, _, test_idx) = self._read_split()
-            return _items(data.subset(test_idx))
-        return _items(self._read(source, classes=meta["classes"]))
-
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
         from dlforge.report import plots
 
@@ -272,7 +257,3 @@ def overlay(image: torch.Tensor, mask: np.ndarray, k: int) -> np.ndarray:
 
 def _mask(target: Any) -> np.ndarray:
     return read_mask(target) if isinstance(target, str | Path) else np.asarray(target)
-
-
-def _items(data: SegmentationSet) -> tuple[Sequence[Any], Sequence[Any]]:
-    return data.images, data.masks
