@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dlforge
+from _speed import images_per_second  # benchmarks/_speed.py, beside this script
 from dlforge.spec import validate_spec
 
 TARGET_MAP50, TARGET_MINUTES = 0.90, 10.0
@@ -47,17 +48,6 @@ def spec_for(model: str, epochs: int, batch_size: int, lr: float) -> dict:
     }
 
 
-def images_per_second(run_dir: str, items: list, repeats: int = 3) -> float:
-    predictor = dlforge.load(run_dir)
-    predictor.batch_size = 16
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predictor.predict(items)
-        best = min(best, time.perf_counter() - start)
-    return len(items) / best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(RECIPES))
@@ -79,7 +69,7 @@ def main() -> None:
             ev = run.read_eval()["metrics"]
             predictor = dlforge.load(run.path)
             items, _ = predictor.task.evaluation_data(predictor.meta)
-            speed = images_per_second(str(run.path), list(items))
+            speed = images_per_second(predictor, list(items))
             params = sum(p.numel() for p in predictor.model.parameters()) / 1e6
             table.add_row(model, f"{params:.2f}", str(recipe["epochs"]), f"{train_minutes:.1f}",
                           f"{ev['map_50']:.3f}", f"{ev['map']:.3f}", f"{speed:.0f}")

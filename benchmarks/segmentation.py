@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
 import dlforge
+from _speed import images_per_second  # benchmarks/_speed.py, beside this script
 from dlforge.spec import validate_spec
 
 TARGET_MIOU = 0.90
@@ -63,16 +63,11 @@ def main() -> None:
             train_minutes = sum(row["time_s"] for row in run.read_metrics()) / 60
             ev = run.read_eval()["metrics"]
             predictor = dlforge.load(run.path)
-            predictor.batch_size = 16
             items = list(predictor.task.evaluation_data(predictor.meta)[0])
-            best = float("inf")
-            for _ in range(3):
-                start = time.perf_counter()
-                predictor.predict(items)
-                best = min(best, time.perf_counter() - start)
+            speed = images_per_second(predictor, items)
             params = sum(p.numel() for p in predictor.model.parameters()) / 1e6
             table.add_row(model, f"{params:.2f}", str(recipe["epochs"]), f"{train_minutes:.1f}", f"{ev['miou']:.3f}",
-                          f"{ev['dice']:.3f}", f"{ev['pixel_accuracy']:.3f}", f"{len(items) / best:.0f}")
+                          f"{ev['dice']:.3f}", f"{ev['pixel_accuracy']:.3f}", f"{speed:.0f}")
             if model == "unet":
                 verdicts.append(f"unet: mIoU {ev['miou']:.3f} (target >= {TARGET_MIOU}): "
                                 f"{'PASS' if ev['miou'] >= TARGET_MIOU else 'FAIL'}")

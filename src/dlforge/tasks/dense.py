@@ -4,15 +4,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 from torch import nn
 
+from dlforge.data.augment import DenseAugmentSpec
 from dlforge.data.split import stratified_split
 from dlforge.models.pretrained import load_pretrained
-from dlforge.spec import LIBRARY, ModelSpec
+from dlforge.spec import LIBRARY, ModelSpec, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Task
+
+
+class DenseDataSpec(StrictModel):
+    """`data:` of detection and segmentation; each task names its sources in `source`'s description."""
+
+    source: str
+    builtin: dict[str, Any] = Field(default_factory=dict,
+                                    description="options of a builtin: source, e.g. {count: 600, size: 128}")
+    classes: list[str] | None = Field(None, description="label order; default: as the source lists them")
+    split: SplitSpec = SplitSpec()
+    image_size: int = Field(640, ge=32, multiple_of=32, description="model input side (images are resized)")
+    on_error: Literal["error", "skip"] = Field("error", description="bad images, boxes or masks: stop, or skip "
+                                                                    "and count")
+    augment: DenseAugmentSpec = DenseAugmentSpec()
+
+    _source = field_validator("source")(resolve_path)
 
 
 class DenseTask(Task):

@@ -15,18 +15,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 from torch import nn
 
-from dlforge.data.augment import DenseAugmentSpec
 from dlforge.data.detection import DetectionSet, read_detection_set
 from dlforge.data.images import resize_square, to_uint8_tensor
 from dlforge.errors import DlforgeError
 from dlforge.registry import DETECTORS, TASKS
 from dlforge.report.html import Section, figure, table
-from dlforge.spec import ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.spec import ModelSpec, SpecBase, StrictModel
 from dlforge.tasks.base import Prepared
-from dlforge.tasks.dense import DenseTask
+from dlforge.tasks.dense import DenseDataSpec, DenseTask
 
 if TYPE_CHECKING:
     from torchmetrics import Metric, MetricCollection
@@ -52,20 +51,11 @@ class TilingSpec(StrictModel):
     overlap: float = Field(0.2, ge=0.0, lt=0.9, description="overlap of neighbouring tiles, as a fraction of a tile")
 
 
-class DetectionDataSpec(StrictModel):
+class DetectionDataSpec(DenseDataSpec):
     source: str = Field(description="builtin:shapes, a COCO .json, a YOLO data.yaml (or its folder), a VOC folder "
                                     "(Annotations/, JPEGImages/), or a .csv of image_path,xmin,ymin,xmax,ymax,label")
     format: Literal["auto", "coco", "yolo", "voc", "csv"] = "auto"
-    builtin: dict[str, Any] = Field(default_factory=dict,
-                                    description="options of a builtin: source, e.g. {count: 600, size: 128}")
-    classes: list[str] | None = Field(None, description="label order; default: as the source lists them")
-    split: SplitSpec = SplitSpec()
-    image_size: int = Field(640, ge=32, multiple_of=32, description="model input side (images are resized)")
-    on_error: Literal["error", "skip"] = Field("error", description="bad images or boxes: stop, or skip and count")
-    augment: DenseAugmentSpec = DenseAugmentSpec()
     tiling: TilingSpec | None = None
-
-    _source = field_validator("source")(resolve_path)
 
 
 class DetectorModelSpec(ModelSpec):

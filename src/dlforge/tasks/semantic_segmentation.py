@@ -22,9 +22,9 @@ from dlforge.data.detection import SegmentationSet, read_mask, read_segmentation
 from dlforge.data.images import resize_square, to_uint8_tensor
 from dlforge.registry import SEGMENTERS, TASKS
 from dlforge.report.html import Section, figure, table
-from dlforge.spec import ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.spec import ModelSpec, SpecBase
 from dlforge.tasks.base import Prepared
-from dlforge.tasks.dense import DenseTask
+from dlforge.tasks.dense import DenseDataSpec, DenseTask
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -35,18 +35,10 @@ if TYPE_CHECKING:
 IGNORE_INDEX = 255  # the mask value no loss or metric counts (SegmentationSet.ignore_index)
 
 
-class SegmentationDataSpec(StrictModel):
+class SegmentationDataSpec(DenseDataSpec):
     source: str = Field(description="builtin:shapes, a folder with images/ and masks/ (index-colour PNGs), "
                                     "or a COCO .json with polygons")
-    builtin: dict[str, Any] = Field(default_factory=dict,
-                                    description="options of a builtin: source, e.g. {count: 600, size: 128}")
     classes: list[str] | None = Field(None, description="class of each mask value (default: classes.txt)")
-    split: SplitSpec = SplitSpec()
-    image_size: int = Field(512, ge=32, multiple_of=32, description="model input side (images are resized)")
-    on_error: Literal["error", "skip"] = Field("error", description="bad images or masks: stop, or skip and count")
-    augment: DenseAugmentSpec = DenseAugmentSpec()
-
-    _source = field_validator("source")(resolve_path)
 
     @field_validator("augment")
     @classmethod
