@@ -175,11 +175,7 @@ class ObjectDetection(DenseTask):
         return results
 
     def annotate(self, item: Any, prediction: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-        objects = prediction["objects"]
-        boxes = torch.tensor([o["box"] for o in objects]).reshape(-1, 4)
-        labels = [f"{o['label']} {o['score']:.2f}" for o in objects]
-        return {"boxes": draw_boxes(to_uint8_tensor(item, 3), boxes, labels, meta["classes"],
-                                    [o["label"] for o in objects])}
+        return {"boxes": draw_boxes(to_uint8_tensor(item, 3), prediction["objects"], meta["classes"])}
 
     # ------------------------------------------------------------ evaluation and report
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
@@ -203,9 +199,8 @@ class ObjectDetection(DenseTask):
 
         pictures, titles, alert = [], [], []
         for item, t, p in zip(items, targets, shown, strict=True):
-            true_boxes = torch.as_tensor(t["boxes"]).reshape(-1, 4)
-            pictures.append(draw_boxes(to_uint8_tensor(item, 3), true_boxes, None, classes,
-                                       [classes[k] for k in t["labels"]], predicted=p["objects"]))
+            pictures.append(draw_boxes(to_uint8_tensor(item, 3), p["objects"], classes,
+                                       truth=torch.as_tensor(t["boxes"]).reshape(-1, 4)))
             titles.append(f"{len(p['objects'])} found, {len(t['labels'])} true")
             alert.append(len(p["objects"]) != len(t["labels"]))
         plots.image_grid(pictures, titles, alert, path, cols=4, size=3.0)
@@ -219,7 +214,7 @@ class ObjectDetection(DenseTask):
         per_class = table(["class", "AP@0.5", "AP@0.5:0.95", "objects"],
                           [[c["class"], f"{c['ap50']:.3f}", f"{c['ap']:.3f}", c["objects"]] for c in ev["per_class"]])
         pics = [figure(run.path / "plots" / "detections.png",
-                       "Test images: predictions (solid, with scores) and the truth (dashed white)"),
+                       "Test images: predictions (a colour per class, with scores) over the true boxes (white)"),
                 figure(run.path / "plots" / "pr_curves.png", "Precision-recall per class at IoU 0.5")]
         return [Section("Detection", f"<p>On {ev['n']} images ({ev['data']}).</p>" + summary + per_class
                         + "".join(pics))]
@@ -272,20 +267,20 @@ def detection_metrics(preds: list[dict[str, torch.Tensor]], truth: list[dict[str
             "headline": {"name": "map_50", "value": metrics["map_50"]}}
 
 
-def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, captions: list[str] | None, classes: list[str],
-               names: list[str], predicted: list[dict[str, Any]] | None = None) -> np.ndarray:
-    """(3, H, W) uint8 -> (H, W, 3) with boxes in one colour per class; `predicted` drawn over the truth."""
+def draw_boxes(image: torch.Tensor, objects: list[dict[str, Any]], classes: list[str],
+               truth: torch.Tensor | None = None) -> np.ndarray:
+    """(3, H, W) uint8 -> (H, W, 3): the true boxes (n, 4) in white, under the predicted objects in a colour
+    per class with label and score."""
     from torchvision.utils import draw_bounding_boxes
 
     from dlforge.report.plots import palette
 
     colours = palette(len(classes))
     width = max(1, round(max(image.shape[1:]) / 200))
-    if boxes.numel():
-        colors = [colours[classes.index(n)] if predicted is None else (255, 255, 255) for n in names]
-        image = draw_bounding_boxes(image, boxes, captions, colors=colors, width=width)
-    if predicted:
-        pb = torch.tensor([o["box"] for o in predicted]).reshape(-1, 4)
-        image = draw_bounding_boxes(image, pb, [f"{o['label']} {o['score']:.2f}" for o in predicted],
-                                    colors=[colours[classes.index(o["label"])] for o in predicted], width=width)
+    if truth is not None and truth.numel():
+        image = draw_bounding_boxes(image, truth, colors="white", width=width)
+    if objects:
+        image = draw_bounding_boxes(image, torch.tensor([o["box"] for o in objects]),
+                                    [f"{o['label']} {o['score']:.2f}" for o in objects],
+                                    colors=[colours[classes.index(o["label"])] for o in objects], width=width)
     return image.permute(1, 2, 0).numpy()
