@@ -61,3 +61,20 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dlforge.Run:
     """One finished digits run (4 epochs), shared by the tests that only read it."""
     spec = dlforge.validate_spec(digits_spec(epochs=4))
     return dlforge.train(spec, runs_dir=tmp_path_factory.mktemp("runs"), progress=False)
+
+
+def fit_on_training_set(spec: dict) -> list[dict]:
+    """Train `spec` (a dict) through its task and the Trainer, validating on the training set itself:
+    the per-epoch history of an overfitting run. Seeded, so earlier tests do not change the start."""
+    from dlforge.registry import TASKS
+    from dlforge.spec import validate_spec
+    from dlforge.train.devices import seed_everything
+    from dlforge.train.trainer import Trainer
+
+    checked = validate_spec(spec)
+    seed_everything(checked.train.seed)
+    task = TASKS.get(checked.task)(checked)
+    prepared = task.prepare()
+    trainer = Trainer(checked.train, progress=False).fit(task, prepared.model, prepared.train, prepared.train,
+                                                         prepared.meta)
+    return trainer.history

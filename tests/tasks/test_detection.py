@@ -13,10 +13,8 @@ import dlforge
 from dlforge.data.shapes import make_shapes
 from dlforge.registry import DETECTORS
 from dlforge.spec import validate_spec
-from dlforge.tasks.object_detection import ObjectDetection, detection_metrics, select
-from dlforge.train.devices import seed_everything
-from dlforge.train.trainer import Trainer
-from tests.conftest import cli, write_spec
+from dlforge.tasks.object_detection import detection_metrics, select
+from tests.conftest import cli, fit_on_training_set, write_spec
 from tests.data.test_detection_data import write_coco
 
 
@@ -134,19 +132,14 @@ def test_yolo_overfits_a_handful_of_images() -> None:
     # 4 images, one batch each epoch: 200 steps. (Objects of >= 19 px: at 64 px a 12 px object has one
     # stride-8 anchor, and the task-aligned assigner needs far more steps before it scores it.)
     builtin = {"count": 4, "size": 64, "max_objects": 2, "seed": 3, "object_size": [0.3, 0.5]}
-    spec = validate_spec(detection_spec(
+    history = fit_on_training_set(detection_spec(
         data={"builtin": builtin, "split": {"val": 0.0, "test": 0.0}},
         train={"epochs": 200, "batch_size": 4, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0,
                "monitor": {"metric": "val/map_50"}}))
-    seed_everything(0)  # the model's initial weights: independent of the tests run before
-    task = ObjectDetection(spec)
-    prepared = task.prepare()
-    trainer = Trainer(spec.train, progress=False).fit(task, prepared.model, prepared.train, prepared.train,
-                                                      prepared.meta)
-    first, last = trainer.history[0], trainer.history[-1]
+    first, last = history[0], history[-1]
     assert last["train/loss"] < first["train/loss"] / 3
     assert first["val/map_50"] < 0.2
-    assert max(row["val/map_50"] for row in trainer.history) > 0.8
+    assert max(row["val/map_50"] for row in history) > 0.8
 
 
 def test_train_predict_and_save_images(tmp_path) -> None:

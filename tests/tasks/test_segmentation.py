@@ -12,11 +12,8 @@ from PIL import Image
 import dlforge
 from dlforge.data.shapes import make_shapes
 from dlforge.registry import SEGMENTERS
-from dlforge.spec import validate_spec
-from dlforge.tasks.semantic_segmentation import SemanticSegmentation, decode_mask, dice_loss
-from dlforge.train.devices import seed_everything
-from dlforge.train.trainer import Trainer
-from tests.conftest import cli, write_spec
+from dlforge.tasks.semantic_segmentation import decode_mask, dice_loss
+from tests.conftest import cli, fit_on_training_set, write_spec
 
 
 def segmentation_spec(**overrides: object) -> dict:
@@ -60,16 +57,11 @@ def test_every_segmenter_maps_images_to_logits(name: str) -> None:
 
 
 def test_unet_overfits_a_handful_of_images() -> None:
-    spec = validate_spec(segmentation_spec(
+    history = fit_on_training_set(segmentation_spec(
         data={"builtin": {"count": 4, "size": 64, "max_objects": 2, "seed": 5, "object_size": [0.3, 0.5]},
               "split": {"val": 0.0, "test": 0.0}},
         train={"epochs": 150, "batch_size": 4, "optimizer": {"name": "adamw", "lr": 1e-2}, "seed": 0}))
-    seed_everything(0)  # the model's initial weights: independent of the tests run before
-    task = SemanticSegmentation(spec)
-    prepared = task.prepare()
-    trainer = Trainer(spec.train, progress=False).fit(task, prepared.model, prepared.train, prepared.train,
-                                                      prepared.meta)
-    first, last = trainer.history[0], trainer.history[-1]
+    first, last = history[0], history[-1]
     assert last["train/loss"] < first["train/loss"] / 10
     assert first["val/miou"] < 0.4  # chance is about 1/4 with 4 classes
     assert last["val/miou"] > 0.9
