@@ -115,11 +115,14 @@ def evaluate(run: RunArg,
     from dlforge.evaluate import evaluate_run
 
     result, where = evaluate_run(run, data, out_dir, device)
+    # Tasks that compare against baselines (forecasting) give one column per method.
+    methods = result.get("comparison") or {"value": result["metrics"]}
     table = Table(title=f"evaluation on {result['data']} ({result['n']} examples)")
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in result["metrics"].items():
-        table.add_row(k, f"{v:.4f}")
+    for m in methods:
+        table.add_column(m, justify="right")
+    for k in result["metrics"]:
+        table.add_row(k, *(f"{scores[k]:.4f}" if k in scores else "n/a" for scores in methods.values()))
     out.print(table)
     out.print(f"wrote {where / 'eval.json'}")
 
@@ -156,6 +159,31 @@ def _save_annotated(predictor: Any, inputs: list[Path], predictions: list[dict],
         for kind, picture in predictor.task.annotate(str(path), pred, predictor.meta).items():
             image = picture if isinstance(picture, Image.Image) else Image.fromarray(np.asarray(picture))
             atomic_write(folder / f"{path.stem}.{kind}.png", lambda p, im=image: im.save(p, format="PNG"))
+
+
+@app.command()
+@_friendly
+def forecast(run: RunArg,
+             horizon: Annotated[int | None, typer.Option(help="steps ahead (default: the model's horizon)")] = None,
+             data: Annotated[str | None, typer.Option(help="newer history to forecast from (default: the run's "
+                                                           "data)")] = None,
+             future: Annotated[str | None, typer.Option(help="known-future covariates of the steps ahead "
+                                                             "(.csv/.parquet)")] = None,
+             out_dir: Annotated[Path | None, typer.Option("--out", help="where forecast.json/.csv/.png go")] = None,
+             device: str = "cpu") -> None:
+    """Forecast past the end of the data, with intervals: JSON, CSV and a PNG."""
+    from dlforge.forecast.future import forecast_run
+
+    forecasts, where = forecast_run(run, horizon, data, future, out_dir, device)
+    table = Table(title=f"{len(forecasts)} series forecast {len(forecasts[0]['timestamps'])} steps ahead")
+    names = [k for k in forecasts[0] if k.startswith("p")]
+    for col in ("series", "last step", *(f"{n} (last step)" for n in names)):
+        table.add_column(col, justify="left" if col == "series" else "right")
+    for f in forecasts[:20]:
+        table.add_row(f["series_id"], f["timestamps"][-1][:19], *(f"{f[n][-1]:.4g}" for n in names))
+    out.print(table)
+    for name in ("forecast.json", "forecast.csv", "forecast.png"):
+        out.print(f"wrote {where / name}")
 
 
 @app.command()

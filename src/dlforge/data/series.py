@@ -128,7 +128,7 @@ def _read_file(path: Path, timestamp: str, series_id: str | None, target: str, k
         frame = pd.read_csv(path, dtype={series_id: str} if series_id else None) if is_csv else pd.read_parquet(path)
     except Exception as e:  # pandas raises many types for a bad file
         raise DataError(f"{path}: cannot read table: {e}") from None
-    if series_id not in frame.columns and series_id != "series_id":
+    if series_id is not None and series_id not in frame.columns and series_id != "series_id":
         raise _missing_column(path, frame, series_id, "data.series_id")  # named on purpose, so expected
     table = SeriesTable(frame, str(path), target, timestamp, series_id if series_id in frame.columns else None,
                         list(known_future), list(past), list(static), 2 if is_csv else None)

@@ -152,3 +152,43 @@ def mask_rows(images: Sequence[np.ndarray], truth: Sequence[np.ndarray], predict
     for ax in axes.flat:
         ax.axis("off")
     return save(fig, path)
+
+
+def backtest(panels: Sequence[dict], method: str, path: Path) -> Path:
+    """One row per series: recent history, then each fold's truth, the model's median and interval, and the
+    baselines' medians (dashed)."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), squeeze=False)
+    styles = {"seasonal_naive": ("tab:orange", "seasonal naive"), "ets": ("tab:green", "ETS")}
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        ax.plot(panel["history"].index, panel["history"].to_numpy(), color="0.45", lw=1, label="history")
+        for i, fold in enumerate(panel["folds"]):
+            first = i == 0
+            q = fold["quantiles"]  # (H, Q)
+            ax.fill_between(fold["index"], q[:, 0], q[:, -1], color="tab:blue", alpha=0.2, lw=0,
+                            label="model interval" if first else None)
+            ax.plot(fold["index"], q[:, panel["median"]], color="tab:blue", lw=1.4, label=method if first else None)
+            ax.plot(fold["index"], fold["truth"], color="black", lw=1, label="truth" if first else None)
+            for name, median in fold["baselines"].items():
+                colour, label = styles[name]
+                ax.plot(fold["index"], median, color=colour, lw=1, ls="--", label=label if first else None)
+            ax.axvline(fold["index"][0], color="0.8", lw=0.8)
+        ax.set_title(panel["title"], fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=6, loc="upper left")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def forecast(panels: Sequence[dict], path: Path) -> Path:
+    """One row per series: recent history, the median forecast and the band between the outer quantiles."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        ax.plot(panel["history"].index, panel["history"].to_numpy(), color="0.3", lw=1, label="history")
+        q, index = panel["quantiles"], panel["index"]  # (H, Q), (H,)
+        ax.fill_between(index, q[:, 0], q[:, -1], color="tab:blue", alpha=0.25, lw=0, label=panel["band"])
+        ax.plot(index, q[:, panel["median"]], color="tab:blue", lw=1.5, label="median forecast")
+        ax.set_title(panel["title"], fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return save(fig, path)

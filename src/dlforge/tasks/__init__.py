@@ -1,6 +1,7 @@
 """One module per problem type. Importing this package registers every task."""
 
 from dlforge.tasks import (  # noqa: F401  (registration)
+    forecasting,
     image_classification,
     object_detection,
     semantic_segmentation,

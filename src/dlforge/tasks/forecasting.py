@@ -1,0 +1,385 @@
+"""Time-series forecasting: quantiles of the next `horizon` steps from a `lookback` window, per series.
+
+One global model is trained on the windows of every series (`data/windows.py`), with the pinball loss
+on each quantile, so P10 / P50 / P90 come out of one forward pass. Evaluation is a rolling-origin
+backtest: K origins at the end of every series; at each, the model and the baselines (naive,
+seasonal-naive, ETS, ARIMA from statsmodels) forecast from the same history and are scored on the
+same truth with the same metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from dlforge.data.series import MissingPolicy, SeriesSet, read_series
+from dlforge.data.windows import SeriesArrays, WindowDataset, change_scale, cut, feature_sizes, fit_encoding
+from dlforge.errors import DataError, DlforgeError
+from dlforge.models import recurrent  # noqa: F401  (registers the forecasters before the spec's default)
+from dlforge.registry import FORECASTERS, TASKS
+from dlforge.report.html import Section, figure, table
+from dlforge.spec import ModelSpec, SpecBase, StrictModel, resolve_path
+from dlforge.tasks.base import Prepared, Task
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
+
+    from dlforge.predictor import Predictor
+    from dlforge.run import Run
+
+BASELINE_NAMES = ("naive", "seasonal_naive", "ets", "arima")
+
+
+class ForecastDataSpec(StrictModel):
+    source: str = Field(description="builtin:co2 | sunspots | elec_equip | macrodata, or a long .csv/.parquet "
+                                    "table (timestamp, series_id, target, covariates); without a series_id "
+                                    "column the table is one series")
+    timestamp: str = "timestamp"
+    series_id: str | None = Field("series_id", description="column naming each series")
+    target: str = "target"
+    known_future: list[str] = Field(default_factory=list, description="covariates known ahead (promotions, prices)")
+    past: list[str] = Field(default_factory=list, description="covariates observed only up to the present")
+    static: list[str] = Field(default_factory=list, description="per-series attributes (store type, region)")
+    missing: MissingPolicy = Field("interpolate", description="gaps and NaNs: interpolate, ffill or error")
+    freq: str | None = Field(None, description="pandas frequency (D, W-SUN, MS, QS, YS); default: inferred")
+    lookback: int = Field(ge=2, description="steps of history the model reads")
+    horizon: int = Field(ge=1, description="steps ahead the model forecasts")
+    calendar: bool = Field(True, description="add the position in the seasonal cycle as known-future inputs")
+    val_steps: int | None = Field(None, ge=1, description="steps before the backtest held out for validation "
+                                                          "(default: max(2 x horizon, 10% of the series))")
+
+    _source = field_validator("source")(resolve_path)
+
+
+class ForecasterModelSpec(ModelSpec):
+    registry = FORECASTERS
+    reserved = ("past_features", "future_features", "horizon", "quantiles", "cell")
+
+    name: str = Field("direct", description="direct (multi-horizon) or encoder_decoder")
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    quantiles: list[float] = Field([0.1, 0.5, 0.9], description="quantiles forecast (pinball loss); must "
+                                                                "hold 0.5 and one on each side of it")
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, qs: list[float]) -> list[float]:
+        if any(not 0 < q < 1 for q in qs) or sorted(set(qs)) != qs:
+            raise ValueError(f"{qs}: quantiles are distinct, increasing and between 0 and 1")
+        if 0.5 not in qs or qs[0] >= 0.5 or qs[-1] <= 0.5:
+            raise ValueError(f"{qs}: needs 0.5 (the point forecast) and one quantile on each side (the interval)")
+        return qs
+
+
+class BacktestSpec(StrictModel):
+    folds: int = Field(3, ge=1, description="rolling origins at the end of each series")
+    stride: int | None = Field(None, ge=1, description="steps between origins (default: the horizon)")
+    baselines: list[Literal["naive", "seasonal_naive", "ets", "arima"]] = Field(
+        list(BASELINE_NAMES), description="compared on the same folds")
+
+
+class ForecastingSpec(SpecBase):
+    task: Literal["forecasting"] = "forecasting"
+    data: ForecastDataSpec
+    model: ForecasterModelSpec = ForecasterModelSpec()
+    backtest: BacktestSpec = BacktestSpec()
+
+    @model_validator(mode="after")
+    def _one_role_per_column(self) -> ForecastingSpec:
+        d = self.data
+        roles = [d.timestamp, d.target, *d.known_future, *d.past, *d.static, *([d.series_id] if d.series_id else [])]
+        repeated = sorted({c for c in roles if roles.count(c) > 1})
+        if repeated:
+            raise ValueError(f"data: column {repeated[0]!r} has more than one role (timestamp, series_id, target, "
+                             "known_future, past, static)")
+        return self
+
+
+@dataclass
+class SeriesInput:
+    """One series to forecast from: its history (a regular DatetimeIndex; target and covariate columns),
+    the known covariates of the steps ahead, and its static attributes."""
+
+    series_id: str
+    history: pd.DataFrame
+    future: pd.DataFrame | None = None
+    static: dict[str, Any] = field(default_factory=dict)
+
+
+def quantile_name(q: float) -> str:
+    """0.1 -> 'p10', 0.025 -> 'p2.5'."""
+    return f"p{round(q * 100, 4):g}"
+
+
+@TASKS.register("forecasting")
+class Forecasting(Task):
+    spec_class = ForecastingSpec
+    default_monitor = "val/loss"
+    prediction_options = ("horizon",)
+
+    # ------------------------------------------------------------ data
+    def read(self, source: str | None = None) -> SeriesSet:
+        d = self.spec.data
+        return read_series(source or d.source, timestamp=d.timestamp, series_id=d.series_id, target=d.target,
+                           known_future=d.known_future, past=d.past, static=d.static, missing=d.missing,
+                           freq=d.freq)
+
+    def cuts(self, data: SeriesSet) -> dict[str, Any]:
+        d, b = self.spec.data, self.spec.backtest
+        return {sid: cut(len(frame), d.lookback, d.horizon, b.folds, b.stride or d.horizon, d.val_steps,
+                         f"{d.source}: series {sid!r}") for sid, frame in data.frames.items()}
+
+    def prepare(self) -> Prepared:
+        d, m = self.spec.data, self.spec.model
+        data = self.read()
+        cuts = self.cuts(data)
+        enc = fit_encoding(data, {sid: c.train_end for sid, c in cuts.items()}, d.lookback, d.horizon, d.calendar)
+        arrays = [SeriesArrays(frame, sid, data.static[sid], enc) for sid, frame in data.frames.items()]
+        train = WindowDataset(arrays, [c.train_origins(d.lookback) for c in cuts.values()], d.lookback, d.horizon)
+        val = WindowDataset(arrays, [c.val_origins() for c in cuts.values()], d.lookback, d.horizon)
+        meta = {"model": m.name, "cell": m.cell, "model_kwargs": m.kwargs, "quantiles": m.quantiles,
+                "encoding": enc, "series": len(data),
+                "sizes": {"train": len(train), "val": len(val), "test": len(data) * self.spec.backtest.folds},
+                "filled": sum(data.filled.values())}
+        model = self.build_model(meta)
+        if m.pretrained is not None:
+            from dlforge.models.pretrained import load_pretrained
+
+            meta["pretrained"] = load_pretrained(model, m.pretrained, [])
+        return Prepared(model, train, val, self.backtest_items(data, cuts), meta)
+
+    def backtest_items(self, data: SeriesSet, cuts: dict[str, Any]) -> tuple[list[SeriesInput], list[np.ndarray]]:
+        """(inputs, truths) of every fold: the history up to the origin, the next `horizon` true values."""
+        h = self.spec.data.horizon
+        items, truths = [], []
+        for sid, frame in data.frames.items():
+            for t in cuts[sid].origins:
+                items.append(SeriesInput(sid, frame.iloc[:t], frame.iloc[t:t + h], data.static[sid]))
+                truths.append(frame[data.target].to_numpy()[t:t + h])
+        return items, truths
+
+    def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
+        data = self.read(source)
+        return self.backtest_items(data, self.cuts(data))
+
+    # ------------------------------------------------------------ model, loss, step
+    def build_model(self, meta: dict[str, Any]) -> nn.Module:
+        enc = meta["encoding"]
+        past, future = feature_sizes(enc)
+        return ForecasterModelSpec.build(meta["model"], meta["model_kwargs"], past_features=past,
+                                         future_features=future, horizon=enc["horizon"],
+                                         quantiles=meta["quantiles"], cell=meta["cell"])
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return pinball_loss(outputs.float(), targets, self.spec.model.quantiles)
+
+    def metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        from torchmetrics import MeanAbsoluteError, MetricCollection
+
+        return MetricCollection({"mae": MeanAbsoluteError()})  # of the median, in units of the mean step change
+
+    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        past, future, target = batch  # (B, L, P), (B, H, F), (B, H)
+        outputs = model(past, future, target)  # (B, H, Q); the target only feeds teacher forcing
+        median = self.spec.model.quantiles.index(0.5)
+        return self.loss(outputs, target), outputs[..., median].float(), target
+
+    # ------------------------------------------------------------ inference
+    def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> dict[str, Any]:
+        enc = meta["encoding"]
+        lookback, horizon = enc["lookback"], enc["horizon"]
+        windows, starts, ids = [], [], []
+        for item in items:
+            x = as_series_input(item, enc)
+            frame = _with_future(x, enc)  # the last `lookback` steps, then `horizon` future steps
+            known = x.series_id in enc["scales"]
+            history = x.history[enc["target"]].to_numpy(np.float64)
+            covariate_stats = None if known else [[float(x.history[c].mean()), float(x.history[c].std(ddof=0)) or 1.0]
+                                                  for c in [*enc["past"], *enc["known_future"]]]
+            arrays = SeriesArrays(frame, x.series_id, x.static, enc,
+                                  scale=None if known else change_scale(history), covariates=covariate_stats)
+            past, future, _, level = arrays.window(lookback, lookback, horizon)
+            windows.append((past, future, level, arrays.scale))
+            starts.append(frame.index[lookback].isoformat())
+            ids.append(x.series_id)
+        return {"past": torch.tensor(np.stack([w[0] for w in windows]), dtype=torch.float32),  # (B, L, P)
+                "future": torch.tensor(np.stack([w[1] for w in windows]), dtype=torch.float32),  # (B, H, F)
+                "level": torch.tensor([w[2] for w in windows], dtype=torch.float64),  # (B,)
+                "scale": torch.tensor([w[3] for w in windows], dtype=torch.float64),  # (B,)
+                "series_id": ids, "start": starts}
+
+    def forward(self, model: nn.Module, inputs: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+        scaled = model(inputs["past"], inputs["future"]).double()  # (B, H, Q)
+        scaled = scaled.sort(dim=-1).values  # quantiles never cross
+        values = scaled * inputs["scale"][:, None, None] + inputs["level"][:, None, None]  # original units
+        return [{"series_id": sid, "start": start, "quantiles": q}
+                for sid, start, q in zip(inputs["series_id"], inputs["start"], values, strict=True)]
+
+    def postprocess(self, outputs: list[dict[str, Any]], meta: dict[str, Any], **options: Any
+                    ) -> list[dict[str, Any]]:
+        enc = meta["encoding"]
+        horizon = options.get("horizon") or enc["horizon"]
+        if not isinstance(horizon, int) or not 1 <= horizon <= enc["horizon"]:
+            raise DlforgeError(f"horizon: {horizon!r}: this model forecasts 1 to {enc['horizon']} steps "
+                               "(train with a larger data.horizon for more)")
+        names = [quantile_name(q) for q in meta["quantiles"]]
+        results = []
+        for out in outputs:
+            q = out["quantiles"][:horizon].numpy()  # (H, Q)
+            stamps = pd.date_range(out["start"], periods=horizon, freq=enc["freq"])
+            results.append({"series_id": out["series_id"], "timestamps": [s.isoformat() for s in stamps],
+                            **{name: q[:, i].tolist() for i, name in enumerate(names)}})
+        return results
+
+    # ------------------------------------------------------------ evaluation and report
+    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+        from dlforge._progress import progress
+        from dlforge.forecast.baselines import baseline_forecasts
+        from dlforge.forecast.metrics import forecast_scores
+        from dlforge.report import plots
+
+        meta = predictor.meta
+        enc, qs = meta["encoding"], meta["quantiles"]
+        interval = (qs[0], qs[-1])
+        names = list(self.spec.backtest.baselines)
+        method = f"{meta['model']} ({meta['cell']})"
+        forecasts = predictor.outputs(items)
+        cases = []  # one per (series, fold): each method's scores and quantiles
+        for item, truth, out in progress(zip(items, targets, forecasts, strict=True), len(items), "backtest",
+                                         min_total=20):
+            history = item.history[enc["target"]].to_numpy(np.float64)
+            quantiles = {method: out["quantiles"].numpy()}
+            quantiles |= baseline_forecasts(history, len(truth), enc["season"], qs, names=names)
+            scores = {m: forecast_scores(np.asarray(truth, np.float64), q, qs, history, enc["season"], interval)
+                      for m, q in quantiles.items() if q is not None}
+            cases.append({"series_id": item.series_id, "last": item.history.index[-1], "scores": scores,
+                          "quantiles": quantiles, "truth": np.asarray(truth, np.float64)})
+        methods = [method, *names]
+        comparison = {m: _mean_scores([c["scores"][m] for c in cases if m in c["scores"]]) for m in methods}
+        series = sorted({c["series_id"] for c in cases}, key=[c["series_id"] for c in cases].index)
+        per_series = {sid: {m: _mean_scores([c["scores"][m] for c in cases if c["series_id"] == sid
+                                             and m in c["scores"]]) for m in methods} for sid in series}
+        fitted = {m: sum(m in c["scores"] for c in cases) for m in methods}
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        panels = _backtest_panels(items, cases, series[:8], enc, method, qs.index(0.5))
+        plots.backtest(panels, method, plots_dir / "backtest.png")
+        return {"n": len(cases), "folds": self.spec.backtest.folds, "horizon": enc["horizon"],
+                "interval": list(interval), "model": method, "metrics": comparison[method],
+                "comparison": comparison, "fitted": fitted, "per_series": per_series,
+                "headline": {"name": "mase", "value": comparison[method]["mase"]}}
+
+    def report_sections(self, run: Run) -> list[Section]:
+        ev = run.read_eval()
+        if ev is None or "comparison" not in ev:
+            return []
+        metrics = list(ev["metrics"])
+        rows = []
+        for m, scores in ev["comparison"].items():
+            rows.append([m, f"{ev['fitted'][m]}/{ev['n']}", *(f"{scores[k]:.4f}" for k in metrics)])
+        compare = table(["method", "forecasts", *metrics], rows)
+        methods = list(ev["comparison"])
+        per_series = table(["series", *(f"MASE {m}" for m in methods)],
+                           [[sid, *(f"{s[m].get('mase', float('nan')):.3f}" for m in methods)]
+                            for sid, s in list(ev["per_series"].items())[:50]])
+        lo, hi = ev["interval"]
+        body = (f"<p>Rolling-origin backtest: {ev['folds']} origins per series, horizon {ev['horizon']}, "
+                f"{ev['n']} forecasts ({ev['data']}). Coverage: share of the truth inside "
+                f"[{quantile_name(lo)}, {quantile_name(hi)}] (nominal {hi - lo:.0%}). MASE below 1 beats the "
+                "in-sample seasonal-naive forecast.</p>" + compare + per_series
+                + figure(run.path / "plots" / "backtest.png", "Backtest: truth (black), the model's median and "
+                         "interval per fold, seasonal-naive and ETS medians (dashed)"))
+        return [Section("Forecasting", body)]
+
+
+def pinball_loss(outputs: torch.Tensor, target: torch.Tensor, quantiles: Sequence[float]) -> torch.Tensor:
+    """Mean pinball loss: outputs (B, H, Q), target (B, H). Minimised by the true quantiles."""
+    tau = torch.tensor(quantiles, dtype=outputs.dtype, device=outputs.device)  # (Q,)
+    error = target.unsqueeze(-1) - outputs  # (B, H, Q)
+    return torch.maximum(tau * error, (tau - 1) * error).mean()
+
+
+def as_series_input(item: Any, enc: dict[str, Any]) -> SeriesInput:
+    """A SeriesInput from what users pass: a SeriesInput, a dict of its fields, a pandas Series or DataFrame
+    (DatetimeIndex) of one series' history."""
+    if isinstance(item, SeriesInput):
+        x = item
+    elif isinstance(item, dict):
+        unknown = set(item) - {"series_id", "history", "future", "static"}
+        if unknown or "history" not in item:
+            raise DlforgeError(f"a series to forecast has keys series_id, history, future, static; got {sorted(item)}")
+        x = SeriesInput(str(item.get("series_id", "series")), item["history"], item.get("future"),
+                        dict(item.get("static") or {}))
+    elif isinstance(item, pd.Series):
+        x = SeriesInput(str(item.name or "series"), item.to_frame(enc["target"]))
+    elif isinstance(item, pd.DataFrame):
+        x = SeriesInput("series", item)
+    else:
+        raise DlforgeError(f"cannot forecast from a {type(item).__name__}: give a pandas Series or DataFrame with "
+                           "a DatetimeIndex, or a dict with series_id and history")
+    where = f"series {x.series_id!r}"
+    history = x.history
+    if isinstance(history, pd.Series):
+        history = history.to_frame(enc["target"])
+    if not isinstance(history.index, pd.DatetimeIndex):
+        raise DataError(f"{where}: the history needs a DatetimeIndex")
+    needed = [enc["target"], *enc["past"], *enc["known_future"]]
+    missing = [c for c in needed if c not in history.columns]
+    if missing:
+        raise DataError(f"{where}: the history has no column {missing[0]!r}; it needs {', '.join(needed)}")
+    if len(history) < enc["lookback"]:
+        raise DataError(f"{where}: {len(history)} steps of history; the model reads the last {enc['lookback']}")
+    tail = history.iloc[-enc["lookback"]:]
+    expected = pd.date_range(end=tail.index[-1], periods=len(tail), freq=enc["freq"])
+    if not tail.index.equals(expected):
+        raise DataError(f"{where}: the last {enc['lookback']} timestamps are not consecutive {enc['freq']} steps")
+    if tail[needed].isna().any().any():
+        raise DataError(f"{where}: NaN in the last {enc['lookback']} steps of the history")
+    x.history = history
+    return x
+
+
+def _with_future(x: SeriesInput, enc: dict[str, Any]) -> pd.DataFrame:
+    """The history's last `lookback` rows, then `horizon` rows of the future (known covariates, NaN target)."""
+    horizon, known = enc["horizon"], enc["known_future"]
+    index = pd.date_range(x.history.index[-1], periods=horizon + 1, freq=enc["freq"])[1:]
+    future = pd.DataFrame(np.nan, index=index, columns=x.history.columns)
+    if known:
+        given = x.future
+        if given is None or any(c not in given.columns for c in known) or len(given) < horizon:
+            raise DataError(f"series {x.series_id!r}: the model uses known-future covariates "
+                            f"({', '.join(known)}); give their values for the next {horizon} steps")
+        future[known] = given[known].to_numpy()[:horizon]
+        if future[known].isna().any().any():
+            raise DataError(f"series {x.series_id!r}: NaN in the future values of {', '.join(known)}")
+    return pd.concat([x.history.iloc[-enc["lookback"]:], future])
+
+
+def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    if not scores:
+        return {}
+    return {k: float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
+
+
+def _backtest_panels(items: Sequence[SeriesInput], cases: list[dict], series: list[str], enc: dict[str, Any],
+                     method: str, median: int) -> list[dict[str, Any]]:
+    """What `plots.backtest` draws per series: recent history, then each fold's truth and forecasts."""
+    panels = []
+    for sid in series:
+        folds = [c for c in cases if c["series_id"] == sid]
+        history = next(x.history for x in reversed(items) if x.series_id == sid)[enc["target"]]
+        span = sum(len(c["truth"]) for c in folds)
+        first = history.index.get_loc(folds[0]["last"]) + 1
+        recent = history.iloc[max(0, first - 3 * span):first]
+        panels.append({"title": sid, "median": median, "history": recent, "folds": [
+            {"index": pd.date_range(c["last"], periods=len(c["truth"]) + 1, freq=enc["freq"])[1:],
+             "truth": c["truth"], "quantiles": c["quantiles"][method],
+             "baselines": {m: c["quantiles"][m][:, median] for m in ("seasonal_naive", "ets")
+                           if c["quantiles"].get(m) is not None}} for c in folds]})
+    return panels
