@@ -12,12 +12,16 @@ reaches training in any form.
 A window at origin t (the first forecast step) holds
 
     past:   (L, P)  steps t-L .. t-1: scaled target, past and known covariates, calendar, static
-    future: (H, F)  steps t .. t+H-1: known covariates, calendar, static
+    future: (H, F)  steps t .. t+H-1: known covariates, calendar, static, seasonal-naive forecast
     target: (H,)    steps t .. t+H-1: scaled target
 
-The target is scaled relative to the last observed value, (y - y[t-1]) / scale, with `scale` the series'
-mean absolute one-step change. A zero output is then the naive forecast, and series of any level and
-trend share one model.
+Inputs are scaled relative to the last observed value, (y - y[t-1]) / scale, with `scale` the series'
+mean absolute one-step change, so series of any level and trend share one model. The target is scaled
+relative to a *base* forecast, (y - base) / scale: the naive forecast y[t-1], or, for seasonal data where
+it was the better of the two on the training part, the seasonal-naive one. A zero output is the base, and
+the model learns a correction to it rather than the level or the seasonal shape from scratch. With a
+season of m <= L steps each future step also gets its seasonal-naive value as an input (from the
+lookback, so known at t).
 """
 
 from __future__ import annotations
@@ -90,13 +94,20 @@ def fit_encoding(data: SeriesSet, train_end: dict[str, int], lookback: int, hori
     """The JSON-able scaling and encoding of a series set, from each series' train part only."""
     scales, covariates = {}, {}
     columns = [*data.past, *data.known_future]
+    errors = np.zeros(2)  # in-sample MAE of the naive and seasonal-naive forecasts, in scaled units
+    m = data.season
     for sid, frame in data.frames.items():
         train = frame.iloc[:train_end[sid]]
-        scales[sid] = change_scale(train[data.target].to_numpy())
+        y = train[data.target].to_numpy()
+        scales[sid] = change_scale(y)
         covariates[sid] = [[float(train[c].mean()), _std(train[c].to_numpy())] for c in columns]
-    return {"target": data.target, "past": data.past, "known_future": data.known_future, "freq": data.freq,
-            "season": data.season, "lookback": lookback, "horizon": horizon, "calendar": use_calendar,
-            "scales": scales, "covariates": covariates, "static": _static_encoding(data.static)}
+        if 1 < m < len(y):
+            errors += [np.abs(np.diff(y)).mean() / scales[sid], np.abs(y[m:] - y[:-m]).mean() / scales[sid]]
+    enc = {"target": data.target, "past": data.past, "known_future": data.known_future, "freq": data.freq,
+           "season": m, "lookback": lookback, "horizon": horizon, "calendar": use_calendar,
+           "scales": scales, "covariates": covariates, "static": _static_encoding(data.static)}
+    enc["base"] = "seasonal_naive" if seasonal_lag(enc) and errors[1] < errors[0] else "naive"
+    return enc
 
 
 def change_scale(y: np.ndarray) -> float:
@@ -137,12 +148,17 @@ def static_vector(attributes: dict[str, Any], encoding: list[dict[str, Any]]) ->
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def seasonal_lag(enc: dict[str, Any]) -> bool:
+    """Whether future steps get the seasonal-naive value: a season that fits in the lookback."""
+    return 1 < enc["season"] <= enc["lookback"]
+
+
 def feature_sizes(enc: dict[str, Any]) -> tuple[int, int]:
     """(P, F): channels of the past and future inputs."""
     cal = 4 if enc["calendar"] and enc["season"] > 1 else 0
     static = sum(1 if e["kind"] == "numeric" else len(e["values"]) for e in enc["static"])
     known = len(enc["known_future"])
-    return 1 + len(enc["past"]) + known + cal + static, known + cal + static
+    return 1 + len(enc["past"]) + known + cal + static, known + cal + static + seasonal_lag(enc)
 
 
 class SeriesArrays:
@@ -165,19 +181,30 @@ class SeriesArrays:
         self.past_cov, self.known = both[:, :past.shape[1]], both[:, past.shape[1]:]
         self.calendar = calendar(self.index, enc["season"]) if enc["calendar"] else np.zeros((len(frame), 0))
         self.static = static_vector(attributes, enc["static"])
+        self.season = enc["season"] if seasonal_lag(enc) else 0
+        self.seasonal_base = enc["base"] == "seasonal_naive"
 
     def window(self, t: int, lookback: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """(past (L, P), future (H, F), target (H,), level) for origin t, scaled; target NaN past the data."""
+        """(past (L, P), future (H, F), target (H,), base (H,)) for origin t: scaled inputs, the target scaled
+        relative to the base forecast (NaN past the data), and the base in original units."""
         level = self.y[t - 1]
+        base = np.full(horizon, level)
         past_y = (self.y[t - lookback:t] - level) / self.scale
         lo, hi = slice(t - lookback, t), slice(t, t + horizon)
         static = np.broadcast_to(self.static, (lookback, len(self.static)))
         past = np.concatenate([past_y[:, None], self.past_cov[lo], self.known[lo], self.calendar[lo], static], 1)
-        future = np.concatenate([self.known[hi], self.calendar[hi], static[:horizon]], 1)
+        future = [self.known[hi], self.calendar[hi], static[:horizon]]
+        if self.season:  # step t+h's value one season back (several seasons back past the first): y[t - m + h % m]
+            m = self.season
+            lag = self.y[t - m + np.arange(horizon) % m]  # (H,)
+            future.append(((lag - level) / self.scale)[:, None])
+            if self.seasonal_base:
+                base = lag
+        future = np.concatenate(future, 1)
         target = np.full(horizon, np.nan)
         seen = self.y[hi]
-        target[:len(seen)] = (seen - level) / self.scale
-        return past, future, target, float(level)
+        target[:len(seen)] = (seen - base[:len(seen)]) / self.scale
+        return past, future, target, base
 
 
 class WindowDataset(Dataset):

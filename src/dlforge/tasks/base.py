@@ -63,6 +63,11 @@ class Task:
         """Validation metrics, updated with (outputs, targets) of each batch."""
         raise NotImplementedError
 
+    def calibrate(self, model: nn.Module, val: Dataset, meta: dict[str, Any]) -> dict[str, Any]:
+        """After training: what the trained model learns from the validation set (e.g. interval widths),
+        as entries for `meta`. Nothing by default."""
+        return {}
+
     def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any, Any]:
         """One forward pass: (loss, outputs, targets). Tasks with other batch shapes override it."""
         inputs, targets = batch
