@@ -257,5 +257,9 @@ def _print_summary(run: Any) -> None:
     out.print(f"report: {run.path / 'report.html'}")
 
 
+from dlforge.labs.commands import app as lab_app  # noqa: E402  (after `app`: the sub-app joins it)
+
+app.add_typer(lab_app, name="lab")
+
 if __name__ == "__main__":
     app()

@@ -187,16 +187,41 @@ def test_bad_series_data_fails_with_the_line(tmp_path: Path) -> None:
     proc = cli("train", write_spec(tmp_path / "gap.yaml", spec("gap.csv", data={"missing": "error"})),
                "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 2
-    assert "gap.csv: series 'a': 1 missing value(s), the first at 2010-11-01" in proc.stderr
+    assert "gap.csv: series 'a': 3 missing value(s), the first at 2010-11-01" in proc.stderr  # sales, temp, promo
     assert not list((tmp_path / "runs").glob("*/COMPLETE"))
 
-    short = spec("gap.csv", data={"lookback": 90})
+    short = spec("gap.csv", data={"lookback": 100})
     proc = cli("train", write_spec(tmp_path / "short.yaml", short), "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 2 and "leave no training window" in proc.stderr
 
 
 def test_spec_checks_quantiles_and_roles() -> None:
-    with pytest.raises(dlforge.SpecError, match="needs 0.5"):
+    with pytest.raises(dlforge.SpecError, match=r"needs 0\.5"):
         validate_spec(spec("x.csv", model={"quantiles": [0.1, 0.9]}))
     with pytest.raises(dlforge.SpecError, match="column 'temp' has more than one role"):
         validate_spec(spec("x.csv", data={"known_future": ["temp"]}))
+
+
+def test_calibrated_quantiles_hold_their_share_of_the_validation_truths(tmp_path: Path) -> None:
+    """After `calibrate`, a share tau of the validation targets lies below each quantile tau (up to the
+    ties of a finite sample), whatever width training left the raw intervals at."""
+    from dlforge.train.trainer import Trainer
+
+    monthly_table(n=160).to_csv(tmp_path / "sales.csv", index=False)
+    s = spec(tmp_path / "sales.csv", data={"val_steps": 40}, model={"quantiles": [0.1, 0.25, 0.5, 0.75, 0.9]},
+             train={"epochs": 15})
+    task = TASKS.get("forecasting")(validate_spec(s))
+    prepared = task.prepare()
+    Trainer(task.spec.train, progress=False).fit(task, prepared.model, prepared.train, prepared.val, prepared.meta)
+    meta = {**prepared.meta, **task.calibrate(prepared.model, prepared.val, prepared.meta)}
+    assert meta["interval_factors"][2] == 1.0 and all(f > 0 for f in meta["interval_factors"])
+    val = prepared.val
+    inputs = {"past": val.past, "future": val.future, "base": torch.zeros(val.target.shape, dtype=torch.float64),
+              "scale": torch.ones(len(val), dtype=torch.float64), "series_id": ["x"] * len(val),
+              "start": ["2020-01-01"] * len(val)}
+    with torch.no_grad():
+        quantiles = torch.stack([o["quantiles"] for o in task.forward(prepared.model.eval(), inputs, meta)])
+    below = (val.target.double()[..., None] <= quantiles).double().mean(dim=(0, 1))  # (Q,)
+    n = val.target.numel()
+    for tau, share in zip([0.1, 0.25, 0.75, 0.9], below[[0, 1, 3, 4]].tolist(), strict=True):
+        assert abs(share - tau) <= 2 / n + 0.01, (tau, share)
