@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--cell", default="lstm")
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     table = Table(title=f"held-out backtest folds; {args.model} ({args.cell}); {torch.get_num_threads()} CPU threads")
     for col in ("series", "H x folds", "train s", "method", "MASE", "sMAPE", "RMSE", "P10-P90 coverage", "pinball"):
         table.add_column(col, justify="left" if col in ("series", "method") else "right")

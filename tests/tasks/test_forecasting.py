@@ -166,6 +166,14 @@ def test_train_evaluate_forecast_end_to_end(tmp_path: Path) -> None:
 
     evaluated = cli("evaluate", run_dir, check=True)
     assert "seasonal_naive" in evaluated.stdout and "mase" in evaluated.stdout
+    # newer, shorter history (50 months): enough to backtest, and to forecast from with its own promotions
+    monthly_table(n=50, seed=1).to_csv(tmp_path / "newer.csv", index=False)
+    cli("evaluate", run_dir, "--data", tmp_path / "newer.csv", check=True)
+    assert json.loads((run_dir / "evaluations" / "newer" / "eval.json").read_text())["n"] == 4
+    late = cli("forecast", run_dir, "--data", tmp_path / "newer.csv", "--future", tmp_path / "future.csv")
+    assert late.returncode == 2 and "no value of promo for 2014-03-01" in late.stderr  # future.csv starts 2020
+    wrong = cli("predict", run_dir, tmp_path / "newer.csv")
+    assert wrong.returncode == 2 and "dlforge forecast RUN --data" in wrong.stderr
 
     # a shorter horizon is the start of the full forecast
     predictor = dlforge.load(run_dir)
@@ -202,9 +210,10 @@ def test_spec_checks_quantiles_and_roles() -> None:
         validate_spec(spec("x.csv", data={"known_future": ["temp"]}))
 
 
-def test_calibrated_quantiles_hold_their_share_of_the_validation_truths(tmp_path: Path) -> None:
-    """After `calibrate`, a share tau of the validation targets lies below each quantile tau (up to the
-    ties of a finite sample), whatever width training left the raw intervals at."""
+def test_calibration_widens_overconfident_quantiles_to_their_share(tmp_path: Path) -> None:
+    """`calibrate` stretches each quantile until a share tau of the validation targets lies below it (up to
+    the ties of a finite sample), and never narrows one: a model made 5x overconfident gets its shares
+    back; one made 5x timid keeps its (conservative) width."""
     from dlforge.train.trainer import Trainer
 
     monthly_table(n=160).to_csv(tmp_path / "sales.csv", index=False)
@@ -213,15 +222,36 @@ def test_calibrated_quantiles_hold_their_share_of_the_validation_truths(tmp_path
     task = TASKS.get("forecasting")(validate_spec(s))
     prepared = task.prepare()
     Trainer(task.spec.train, progress=False).fit(task, prepared.model, prepared.train, prepared.val, prepared.meta)
-    meta = {**prepared.meta, **task.calibrate(prepared.model, prepared.val, prepared.meta)}
-    assert meta["interval_factors"][2] == 1.0 and all(f > 0 for f in meta["interval_factors"])
-    val = prepared.val
-    inputs = {"past": val.past, "future": val.future, "base": torch.zeros(val.target.shape, dtype=torch.float64),
-              "scale": torch.ones(len(val), dtype=torch.float64), "series_id": ["x"] * len(val),
-              "start": ["2020-01-01"] * len(val)}
-    with torch.no_grad():
-        quantiles = torch.stack([o["quantiles"] for o in task.forward(prepared.model.eval(), inputs, meta)])
-    below = (val.target.double()[..., None] <= quantiles).double().mean(dim=(0, 1))  # (Q,)
-    n = val.target.numel()
-    for tau, share in zip([0.1, 0.25, 0.75, 0.9], below[[0, 1, 3, 4]].tolist(), strict=True):
-        assert abs(share - tau) <= 2 / n + 0.01, (tau, share)
+    val, taus = prepared.val, [0.1, 0.25, 0.75, 0.9]
+
+    def shares(model: torch.nn.Module) -> tuple[list[float], list[float]]:
+        meta = {**prepared.meta, **task.calibrate(model, val, prepared.meta)}
+        inputs = {"past": val.past, "future": val.future, "base": torch.zeros(val.target.shape, dtype=torch.float64),
+                  "scale": torch.ones(len(val), dtype=torch.float64), "series_id": ["x"] * len(val),
+                  "start": ["2020-01-01"] * len(val)}
+        with torch.no_grad():
+            quantiles = torch.stack([o["quantiles"] for o in task.forward(model.eval(), inputs, meta)])
+        below = (val.target.double()[..., None] <= quantiles).double().mean(dim=(0, 1))  # (Q,)
+        return meta["interval_factors"], below[[0, 1, 3, 4]].tolist()
+
+    tolerance = 2 / val.target.numel() + 0.01
+    factors, below = shares(Spread(prepared.model, 0.2))
+    assert factors[2] == 1.0 and all(f > 1 for i, f in enumerate(factors) if i != 2)
+    for tau, share in zip(taus, below, strict=True):
+        assert abs(share - tau) <= tolerance, (tau, share)
+    factors, below = shares(Spread(prepared.model, 5.0))
+    assert factors == [1.0] * 5
+    assert below[0] < 0.1 - tolerance and below[-1] > 0.9 + tolerance  # left wider than nominal
+
+
+class Spread(torch.nn.Module):
+    """A forecaster whose quantiles sit `factor` times as far from its median."""
+
+    def __init__(self, model: torch.nn.Module, factor: float) -> None:
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, past: torch.Tensor, future: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.model(past, future)  # (B, H, Q), quantiles 0.1, 0.25, 0.5, 0.75, 0.9
+        median = out[..., 2:3]
+        return median + self.factor * (out - median)

@@ -54,17 +54,21 @@ class Cut:
         return range(self.train_end, self.origins[0] - self.horizon + 1)  # targets inside the val part
 
 
-def cut(n: int, lookback: int, horizon: int, folds: int, stride: int, val_steps: int | None, where: str) -> Cut:
-    """The split points of a series of `n` steps; an error naming `where` when too short to train on."""
+def cut(n: int, lookback: int, horizon: int, folds: int, stride: int, val_steps: int | None, where: str,
+        training: bool = True) -> Cut:
+    """The split points of a series of `n` steps; an error naming `where` when it is too short to train on
+    (or, with `training` False, to backtest: new data for a trained model)."""
     first = n - horizon - (folds - 1) * stride  # first test origin
     val = val_steps if val_steps is not None else max(2 * horizon, round(0.1 * n))
     train_end = first - val
-    windows = train_end - horizon - lookback + 1
-    if windows < 1:
+    if not training and first < lookback:
+        raise DataError(f"{where}: {n} steps are too few to backtest: lookback {lookback} + {folds} folds of "
+                        f"horizon {horizon}, {stride} apart, need {lookback + horizon + (folds - 1) * stride}")
+    if training and train_end - horizon - lookback + 1 < 1:
         raise DataError(f"{where}: {n} steps leave no training window: lookback {lookback} + horizon {horizon} "
                         f"+ validation {val} + backtest {folds} folds x {stride} needs at least "
                         f"{lookback + horizon + val + horizon + (folds - 1) * stride} (lower data.lookback, "
-                        "data.horizon, data.val_steps or evaluate.folds)")
+                        "data.horizon, data.val_steps or backtest.folds)")
     return Cut(train_end, [first + k * stride for k in range(folds)], horizon)
 
 
