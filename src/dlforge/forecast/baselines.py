@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from dlforge.registry import Registry
 
-Baseline = Callable[[np.ndarray, int, int, Sequence[float]], "np.ndarray | None"]
 BASELINES: Registry = Registry("baseline")
 
 
@@ -60,18 +60,11 @@ def ets(history: np.ndarray, horizon: int, season: int, quantiles: Sequence[floa
     seasonal = season > 1 and len(history) >= 2 * season + 10
     configs = [(trend, damped, s) for s in ((None, "add") if seasonal else (None,))
                for trend, damped in ((None, False), ("add", False), ("add", True))]
-    best = None
-    for trend, damped, s in configs:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence warnings: a poor fit loses on AICc anyway
-                # a pandas Series: statsmodels' get_prediction fails on a bare array (its row labels)
-                fit = ETSModel(pd.Series(history), error="add", trend=trend, damped_trend=damped, seasonal=s,
-                               seasonal_periods=season if s else None).fit(disp=False)
-        except (ValueError, np.linalg.LinAlgError):
-            continue
-        if np.isfinite(fit.aicc) and (best is None or fit.aicc < best.aicc):
-            best = fit
+    # a pandas Series: statsmodels' get_prediction fails on a bare array (its row labels)
+    series = pd.Series(history)
+    best = _lowest([lambda t=trend, d=damped, s=s: ETSModel(series, error="add", trend=t, damped_trend=d, seasonal=s,
+                                                            seasonal_periods=season if s else None).fit(disp=False)
+                    for trend, damped, s in configs], "aicc")
     if best is None:
         return None
     prediction = best.get_prediction(start=len(history), end=len(history) + horizon - 1)
@@ -105,20 +98,29 @@ def arima(history: np.ndarray, horizon: int, season: int, quantiles: Sequence[fl
     integration = d + seasonal_order[1]
     # the constant: a mean without differencing, a drift with one difference (statsmodels drops lower orders)
     trend = "c" if integration == 0 else "t" if integration == 1 else "n"
-    best = None
-    for p, q in ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1), (2, 2)):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fit = ARIMA(history, order=(p, d, q), seasonal_order=seasonal_order, trend=trend).fit()
-        except (ValueError, np.linalg.LinAlgError):
-            continue
-        if np.isfinite(fit.aic) and (best is None or fit.aic < best.aic):
-            best = fit
+    best = _lowest([lambda p=p, q=q: ARIMA(history, order=(p, d, q), seasonal_order=seasonal_order, trend=trend).fit()
+                    for p, q in ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1), (2, 2))], "aic")
     if best is None:
         return None
     forecast = best.get_forecast(horizon)
     return _finite(_gaussian(np.asarray(forecast.predicted_mean), np.asarray(forecast.se_mean), quantiles))
+
+
+def _lowest(fits: list[Callable[[], Any]], criterion: str) -> Any:
+    """The fitted model with the lowest finite `criterion` (aic, aicc) among the candidates that fit; None
+    if none does. Convergence warnings are silenced: a poor fit loses on the criterion anyway."""
+    best = None
+    for fit in fits:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = fit()
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        score = getattr(result, criterion)
+        if np.isfinite(score) and (best is None or score < getattr(best, criterion)):
+            best = result
+    return best
 
 
 def _finite(q: np.ndarray) -> np.ndarray | None:
