@@ -115,16 +115,20 @@ def evaluate(run: RunArg,
     from dlforge.evaluate import evaluate_run
 
     result, where = evaluate_run(run, data, out_dir, device)
-    # Tasks that compare against baselines (forecasting) give one column per method.
+    out.print(_metrics_table(result, f"evaluation on {result['data']} ({result['n']} examples)"))
+    out.print(f"wrote {where / 'eval.json'}")
+
+
+def _metrics_table(result: dict, title: str) -> Table:
+    """Metric rows; one column per method where the task compares against baselines (forecasting)."""
     methods = result.get("comparison") or {"value": result["metrics"]}
-    table = Table(title=f"evaluation on {result['data']} ({result['n']} examples)")
+    table = Table(title=title)
     table.add_column("metric")
     for m in methods:
         table.add_column(m, justify="right")
     for k in result["metrics"]:
         table.add_row(k, *(f"{scores[k]:.4f}" if k in scores else "n/a" for scores in methods.values()))
-    out.print(table)
-    out.print(f"wrote {where / 'eval.json'}")
+    return table
 
 
 @app.command()
@@ -251,9 +255,12 @@ def _print_summary(run: Any) -> None:
     if history:
         table.add_row("epochs", str(len(history)))
         table.add_row("training time", f"{sum(r['time_s'] for r in history):.1f} s")
-    for k, v in result.get("metrics", {}).items():
-        table.add_row(f"test {k}", f"{v:.4f}")
+    if "comparison" not in result:
+        for k, v in result.get("metrics", {}).items():
+            table.add_row(f"test {k}", f"{v:.4f}")
     out.print(table)
+    if "comparison" in result:
+        out.print(_metrics_table(result, f"test: {result['data']} ({result['n']} examples)"))
     out.print(f"report: {run.path / 'report.html'}")
 
 
