@@ -1,0 +1,1 @@
+"""Forecasting: the statsmodels baselines, forecast metrics, and `dlforge forecast`."""
