@@ -103,8 +103,7 @@ def fit_encoding(data: SeriesSet, train_end: dict[str, int], lookback: int, hori
     for sid, frame in data.frames.items():
         train = frame.iloc[:train_end[sid]]
         y = train[data.target].to_numpy()
-        scales[sid] = change_scale(y)
-        covariates[sid] = [[float(train[c].mean()), _std(train[c].to_numpy())] for c in columns]
+        scales[sid], covariates[sid] = series_stats(train, data.target, columns)
         if 1 < m < len(y):
             errors += [np.abs(np.diff(y)).mean() / scales[sid], np.abs(y[m:] - y[:-m]).mean() / scales[sid]]
     enc = {"target": data.target, "past": data.past, "known_future": data.known_future, "freq": data.freq,
@@ -112,6 +111,13 @@ def fit_encoding(data: SeriesSet, train_end: dict[str, int], lookback: int, hori
            "scales": scales, "covariates": covariates, "static": _static_encoding(data.static)}
     enc["base"] = "seasonal_naive" if seasonal_lag(enc) and errors[1] < errors[0] else "naive"
     return enc
+
+
+def series_stats(frame: pd.DataFrame, target: str, columns: list[str]) -> tuple[float, list[list[float]]]:
+    """A series' target scale and its covariates' [mean, std], from `frame` (its train part, or the history
+    of a series the model has not seen)."""
+    return change_scale(frame[target].to_numpy()), [[float(frame[c].mean()), _std(frame[c].to_numpy())]
+                                                    for c in columns]
 
 
 def change_scale(y: np.ndarray) -> float:

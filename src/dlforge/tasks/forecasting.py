@@ -21,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from dlforge.data.series import MissingPolicy, SeriesSet, read_series
-from dlforge.data.windows import SeriesArrays, WindowDataset, change_scale, cut, feature_sizes, fit_encoding
+from dlforge.data.windows import SeriesArrays, WindowDataset, cut, feature_sizes, fit_encoding, series_stats
 from dlforge.errors import DataError, DlforgeError
 from dlforge.models import recurrent  # noqa: F401  (registers the forecasters before the spec's default)
 from dlforge.registry import FORECASTERS, TASKS
@@ -228,12 +228,10 @@ class Forecasting(Task):
         for item in items:
             x = as_series_input(item, enc)
             frame = _with_future(x, enc)  # the last `lookback` steps, then `horizon` future steps
-            known = x.series_id in enc["scales"]
-            history = x.history[enc["target"]].to_numpy(np.float64)
-            covariate_stats = None if known else [[float(x.history[c].mean()), float(x.history[c].std(ddof=0)) or 1.0]
-                                                  for c in [*enc["past"], *enc["known_future"]]]
-            arrays = SeriesArrays(frame, x.series_id, x.static, enc,
-                                  scale=None if known else change_scale(history), covariates=covariate_stats)
+            scale, covariates = None, None  # a series seen in training keeps its training statistics
+            if x.series_id not in enc["scales"]:
+                scale, covariates = series_stats(x.history, enc["target"], [*enc["past"], *enc["known_future"]])
+            arrays = SeriesArrays(frame, x.series_id, x.static, enc, scale=scale, covariates=covariates)
             past, future, _, base = arrays.window(lookback, lookback, horizon)
             windows.append((past, future, base, arrays.scale))
             starts.append(frame.index[lookback].isoformat())
@@ -295,7 +293,7 @@ class Forecasting(Task):
                           "quantiles": quantiles, "truth": np.asarray(truth, np.float64)})
         methods = [method, *names]
         comparison = {m: _mean_scores([c["scores"][m] for c in cases if m in c["scores"]]) for m in methods}
-        series = sorted({c["series_id"] for c in cases}, key=[c["series_id"] for c in cases].index)
+        series = list(dict.fromkeys(c["series_id"] for c in cases))  # in order of first appearance
         per_series = {sid: {m: _mean_scores([c["scores"][m] for c in cases if c["series_id"] == sid
                                              and m in c["scores"]]) for m in methods} for sid in series}
         fitted = {m: sum(m in c["scores"] for c in cases) for m in methods}
