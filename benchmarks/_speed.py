@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import dlforge
 from dlforge.predictor import Predictor
 
 
@@ -18,3 +19,11 @@ def images_per_second(predictor: Predictor, items: Sequence[Any], batch_size: in
         predictor.predict(items)
         best = min(best, time.perf_counter() - start)
     return len(items) / best
+
+
+def size_and_speed(run: dlforge.Run) -> tuple[float, float]:
+    """(parameters in millions, test-split items per second) of a finished run's model."""
+    predictor = dlforge.load(run.path)
+    items = list(predictor.task.evaluation_data(predictor.meta)[0])
+    params = sum(p.numel() for p in predictor.model.parameters()) / 1e6
+    return params, images_per_second(predictor, items)

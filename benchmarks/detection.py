@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dlforge
-from _speed import images_per_second  # benchmarks/_speed.py, beside this script
+from _speed import size_and_speed  # benchmarks/_speed.py, beside this script
 from dlforge.spec import validate_spec
 
 TARGET_MAP50, TARGET_MINUTES = 0.90, 10.0
@@ -67,10 +67,7 @@ def main() -> None:
             train_minutes = sum(row["time_s"] for row in run.read_metrics()) / 60  # training + validation
             total = time.perf_counter() - start
             ev = run.read_eval()["metrics"]
-            predictor = dlforge.load(run.path)
-            items, _ = predictor.task.evaluation_data(predictor.meta)
-            speed = images_per_second(predictor, list(items))
-            params = sum(p.numel() for p in predictor.model.parameters()) / 1e6
+            params, speed = size_and_speed(run)
             table.add_row(model, f"{params:.2f}", str(recipe["epochs"]), f"{train_minutes:.1f}",
                           f"{ev['map_50']:.3f}", f"{ev['map']:.3f}", f"{speed:.0f}")
             console.log(f"{model}: done in {total / 60:.1f} min")

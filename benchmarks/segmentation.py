@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dlforge
-from _speed import images_per_second  # benchmarks/_speed.py, beside this script
+from _speed import size_and_speed  # benchmarks/_speed.py, beside this script
 from dlforge.spec import validate_spec
 
 TARGET_MIOU = 0.90
@@ -62,10 +62,7 @@ def main() -> None:
             run = dlforge.train(validate_spec(spec_for(model, **recipe)), runs_dir=runs)
             train_minutes = sum(row["time_s"] for row in run.read_metrics()) / 60
             ev = run.read_eval()["metrics"]
-            predictor = dlforge.load(run.path)
-            items = list(predictor.task.evaluation_data(predictor.meta)[0])
-            speed = images_per_second(predictor, items)
-            params = sum(p.numel() for p in predictor.model.parameters()) / 1e6
+            params, speed = size_and_speed(run)
             table.add_row(model, f"{params:.2f}", str(recipe["epochs"]), f"{train_minutes:.1f}", f"{ev['miou']:.3f}",
                           f"{ev['dice']:.3f}", f"{ev['pixel_accuracy']:.3f}", f"{speed:.0f}")
             if model == "unet":

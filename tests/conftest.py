@@ -30,6 +30,13 @@ def digits_spec(**train: object) -> dict:
     }
 
 
+def with_overrides(spec: dict, overrides: dict) -> dict:
+    """`spec` with its top-level sections overridden: a mapping merges into the section, anything else replaces it."""
+    for key, value in overrides.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
+    return spec
+
+
 def write_spec(path: Path, spec: dict) -> Path:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -14,7 +14,7 @@ from dlforge.data.shapes import make_shapes
 from dlforge.registry import DETECTORS
 from dlforge.spec import validate_spec
 from dlforge.tasks.object_detection import detection_metrics, select
-from tests.conftest import cli, fit_on_training_set, write_spec
+from tests.conftest import cli, fit_on_training_set, with_overrides, write_spec
 from tests.data.test_detection_data import write_coco
 
 
@@ -27,9 +27,7 @@ def detection_spec(**overrides: object) -> dict:
         "model": {"name": "yolo_n"},
         "train": {"epochs": 2, "batch_size": 8, "optimizer": {"name": "adamw", "lr": 2e-3}, "seed": 0},
     }
-    for key, value in overrides.items():
-        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
-    return spec
+    return with_overrides(spec, overrides)
 
 
 def _noisy_predictions(seed: int = 0) -> tuple[list[dict], list[dict], list[str]]:

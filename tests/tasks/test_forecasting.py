@@ -15,7 +15,7 @@ import dlforge
 from dlforge.data.windows import change_scale, cut
 from dlforge.registry import FORECASTERS, TASKS
 from dlforge.spec import validate_spec
-from tests.conftest import cli, fit_on_training_set, write_spec
+from tests.conftest import cli, fit_on_training_set, with_overrides, write_spec
 
 MARK = 1e9  # a value no honest window of the past can hold
 
@@ -43,9 +43,7 @@ def spec(source: Path | str, **over: object) -> dict:
          "model": {"name": "direct", "cell": "lstm", "kwargs": {"hidden": 16, "layers": 1, "dropout": 0.0}},
          "backtest": {"folds": 2, "baselines": ["naive", "seasonal_naive"]},
          "train": {"epochs": 3, "batch_size": 16, "optimizer": {"lr": 3e-3}, "seed": 0}}
-    for key, value in over.items():
-        s[key] = {**s[key], **value} if isinstance(value, dict) else value
-    return s
+    return with_overrides(s, over)
 
 
 def test_windows_never_see_the_future(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import dlforge
 from dlforge.data.shapes import make_shapes
 from dlforge.registry import SEGMENTERS
 from dlforge.tasks.semantic_segmentation import decode_mask, dice_loss
-from tests.conftest import cli, fit_on_training_set, write_spec
+from tests.conftest import cli, fit_on_training_set, with_overrides, write_spec
 
 
 def segmentation_spec(**overrides: object) -> dict:
@@ -25,9 +25,7 @@ def segmentation_spec(**overrides: object) -> dict:
         "model": {"name": "unet", "kwargs": {"width": 8, "depth": 3}},
         "train": {"epochs": 2, "batch_size": 8, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0},
     }
-    for key, value in overrides.items():
-        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
-    return spec
+    return with_overrides(spec, overrides)
 
 
 def test_dice_loss_matches_torchmetrics_on_hard_predictions() -> None:
