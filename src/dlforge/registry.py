@@ -1,7 +1,8 @@
 """Name -> factory registries. Tasks, models and datasets register with a decorator.
 
 A registry can also hold *families*: `timm:<name>` resolves to the `timm` family factory,
-called with the part after the colon.
+called with the part after the colon. An open family (`names=None`, e.g. `hf:<hub id or path>`)
+accepts any name; its factory says whether the name exists when it builds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         # family name -> (factory, function listing the family's names for suggestions)
-        self._families: dict[str, tuple[Callable[..., Any], Callable[[], list[str]]]] = {}
+        self._families: dict[str, tuple[Callable[..., Any], Callable[[], list[str]] | None]] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -40,7 +41,7 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def register_family(self, prefix: str, names: Callable[[], list[str]]) -> Callable:
+    def register_family(self, prefix: str, names: Callable[[], list[str]] | None) -> Callable:
         def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
             self._families[prefix] = (factory, names)
             return factory
@@ -56,7 +57,12 @@ class Registry(Generic[T]):
             return
         prefix, sep, rest = name.partition(":")
         if sep and prefix in self._families:
-            known = self._families[prefix][1]()
+            if not rest:
+                raise DlforgeError(f"{self.kind} {name!r}: give a name after {prefix}:")
+            names = self._families[prefix][1]
+            if names is None:
+                return
+            known = names()
             if rest in known:
                 return
             raise DlforgeError(f"unknown {prefix} {self.kind} {rest!r}{did_you_mean(rest, known)}")
@@ -80,3 +86,4 @@ DATASETS: Registry = Registry("dataset")
 DETECTORS: Registry = Registry("detection model")
 SEGMENTERS: Registry = Registry("segmentation model")
 FORECASTERS: Registry = Registry("forecasting model")
+TEXT_MODELS: Registry = Registry("text model")

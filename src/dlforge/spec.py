@@ -75,7 +75,11 @@ class TrainSpec(StrictModel):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: OptimizerSpec = OptimizerSpec()
-    scheduler: Literal["none", "cosine", "onecycle"] = "cosine"
+    scheduler: Literal["none", "cosine", "linear", "onecycle"] = Field(
+        "cosine", description="learning-rate decay over the optimizer steps, after any warm-up")
+    warmup: float = Field(0.0, ge=0.0, description="linear warm-up from 0: a fraction (< 1) of all optimizer "
+                                                   "steps, or a number of steps (>= 1); not with onecycle")
+    accumulate: int = Field(1, ge=1, description="gradient accumulation: one optimizer step per N batches")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",

@@ -153,3 +153,40 @@ def test_digits_learns_and_run_is_complete(trained_run: dlforge.Run) -> None:
         assert (trained_run.path / name).is_file(), name
     assert all("grad_norm" in row for row in history)
     assert set(digits_spec()["train"]) <= set(type(trained_run.read_spec().train).model_fields)
+
+
+def test_accumulated_batches_equal_one_large_batch() -> None:
+    # 192 rows: 6 batches of 32 in groups of 3 take the same SGD steps as 2 batches of 96.
+    sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
+    torch.manual_seed(1)
+    init = nn.Linear(4, 1)
+    small, large = nn.Linear(4, 1), nn.Linear(4, 1)
+    small.load_state_dict(init.state_dict())
+    large.load_state_dict(init.state_dict())
+    a = fit(small, epochs=2, batch_size=32, accumulate=3, optimizer=sgd, scheduler="linear", warmup=1)
+    b = fit(large, epochs=2, batch_size=96, optimizer=sgd, scheduler="linear", warmup=1)
+    assert a.global_step == b.global_step == 4
+    for p, q in zip(small.parameters(), large.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert not torch.allclose(small.weight, init.weight)  # it did train
+
+
+def test_accumulation_with_a_short_last_group() -> None:
+    # 6 batches in groups of 4: the last group has 2 batches and still steps, averaged over 2.
+    trainer = fit(nn.Linear(4, 1), epochs=1, batch_size=32, accumulate=4)
+    assert trainer.global_step == 2
+
+
+def test_warmup_then_linear_decay() -> None:
+    # 6 optimizer steps per epoch x 5 epochs = 30; warm-up over 10% = 3 steps, then linear to 0.
+    lrs: list[float] = []
+
+    class LrLog(Callback):
+        def on_train_batch_start(self, trainer: Trainer, batch: Any, index: int) -> None:
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    fit(nn.Linear(4, 1), [LrLog()], epochs=5, scheduler="linear", warmup=0.1, optimizer={"lr": 0.3})
+    expected = [0.3 * s / 3 for s in range(3)] + [0.3 * (1 - (s - 3) / 27) for s in range(3, 30)]
+    assert lrs == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(DlforgeError, match=r"train\.warmup"):
+        fit(nn.Linear(4, 1), epochs=1, scheduler="linear", warmup=50)

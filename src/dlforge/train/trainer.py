@@ -12,6 +12,7 @@ the global RNG states are saved with every checkpoint, taken at the end of an ep
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import io
 import logging
@@ -122,32 +123,27 @@ class Trainer:
             self.train_sampler.set_epoch(self.epoch)
         loss_sum = torch.zeros((), device=self.device)
         count = torch.zeros((), device=self.device)
+        accumulate = self.config.accumulate
+        self.optimizer.zero_grad(set_to_none=True)
         for index, batch in enumerate(self.train_loader):
             self.batch_index = index
             batch = to_device(batch, self.device)
+            # With accumulation, an optimizer step closes each group of `accumulate` batches (and the epoch).
+            steps = (index + 1) % accumulate == 0 or index + 1 == self.num_batches
             self._call("on_train_batch_start", batch, index)
-            with self._autocast():
+            with self._no_sync(steps), self._autocast():
                 loss, _, _ = self.task.step(self.train_model, batch)
-            self.optimizer.zero_grad(set_to_none=True)
+            group = min(accumulate, self.num_batches - index // accumulate * accumulate)  # batches in this group
+            scaled = loss / group
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)
+                self.scaler.scale(scaled).backward()
             else:
-                loss.backward()
-            self._call("on_train_backward_end")
-            if self.config.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
+                scaled.backward()
+            if steps:
+                self._optimizer_step()
             n = _batch_len(batch)
             loss_sum += loss.detach().float() * n
             count += n
-            self.global_step += 1
             self._call("on_train_batch_end", loss.detach(), index)
         train_loss = float(self.dist.sum(loss_sum) / self.dist.sum(count).clamp_min(1))
         if not math.isfinite(train_loss):
@@ -165,6 +161,28 @@ class Trainer:
             self.run.append_metrics(self.epoch_row)
             self._save_checkpoint()
         self.dist.barrier()
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        self._call("on_train_backward_end")
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    def _no_sync(self, steps: bool) -> contextlib.AbstractContextManager:
+        """Under DDP, batches that only accumulate skip the gradient all-reduce."""
+        if steps or not isinstance(self.train_model, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.train_model.no_sync()
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
@@ -285,13 +303,20 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=o.lr)
 
     def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        total = self.config.epochs * self.num_batches
-        if self.config.scheduler == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
-        if self.config.scheduler == "onecycle":
-            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.config.optimizer.lr,
-                                                       total_steps=total)
-        return None
+        cfg = self.config
+        total = cfg.epochs * math.ceil(self.num_batches / cfg.accumulate)  # optimizer steps
+        if cfg.scheduler == "onecycle":
+            if cfg.warmup:
+                raise DlforgeError("train.warmup: onecycle has its own warm-up; set train.warmup: 0")
+            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.optimizer.lr, total_steps=total)
+        warmup = round(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
+        if warmup >= total:
+            raise DlforgeError(f"train.warmup: {cfg.warmup:g} is {warmup} of the run's {total} optimizer steps; "
+                               "warm-up must end before training does")
+        if cfg.scheduler == "none" and not warmup:
+            return None
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(lr_factor, shape=cfg.scheduler, warmup=warmup, total=total))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -303,8 +328,23 @@ class Trainer:
             getattr(cb, hook)(self, *args)
 
 
+def lr_factor(step: int, shape: str, warmup: int, total: int) -> float:
+    """The learning rate at optimizer step `step` as a fraction of the peak: a linear warm-up from 0 over
+    `warmup` steps, then constant (`none`), linear decay to 0 (`linear`) or a half cosine to 0 (`cosine`)."""
+    if step < warmup:
+        return step / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if shape == "linear":
+        return max(0.0, 1.0 - progress)
+    if shape == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return 1.0
+
+
 def _batch_len(batch: Any) -> int:
     first = batch[0] if isinstance(batch, list | tuple) else batch
+    if isinstance(first, dict):  # named inputs, e.g. {"input_ids": (B, T), "attention_mask": (B, T)}
+        first = next(iter(first.values()))
     return len(first)
 
 
