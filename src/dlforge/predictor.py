@@ -32,6 +32,7 @@ class Predictor:
         run = run if isinstance(run, Run) else Run.open(run, complete=complete)
         spec, meta = run.read_spec(), run.read_meta()
         task = TASKS.get(spec.task)(spec)
+        task.load_assets(run.path / "assets")
         model = task.build_model(meta)
         load_model(model, run.weights_path)
         return cls(task, model, meta, select_device(device))
@@ -41,13 +42,13 @@ class Predictor:
         return self.meta.get("classes")
 
     @torch.inference_mode()
-    def outputs(self, items: Iterable[Any]) -> torch.Tensor | list[Any]:
+    def outputs(self, items: Iterable[Any], **options: Any) -> torch.Tensor | list[Any]:
         """Raw model outputs for `items`, batched, on the CPU: a tensor (e.g. logits), or one output per item."""
         items = list(items)
         chunks = []
         for i in range(0, len(items), self.batch_size):
             inputs = to_device(self.task.preprocess(items[i:i + self.batch_size], self.meta), self.device)
-            chunks.append(to_device(self.task.forward(self.model, inputs, self.meta), torch.device("cpu")))
+            chunks.append(to_device(self.task.forward(self.model, inputs, self.meta, **options), torch.device("cpu")))
         if chunks and torch.is_tensor(chunks[0]):
             return torch.cat(chunks)
         return [out for chunk in chunks for out in chunk]
@@ -62,7 +63,7 @@ class Predictor:
             allowed = ", ".join(self.task.prediction_options) or "none"
             raise DlforgeError(f"{self.meta['task']} predictions take no option {', '.join(unknown)} "
                                f"(options: {allowed})")
-        return self.task.postprocess(self.outputs(items), self.meta, **options)
+        return self.task.postprocess(self.outputs(items, **options), self.meta, **options)
 
 
 def load(run_dir: str | os.PathLike, device: str = "cpu") -> Predictor:

@@ -192,3 +192,20 @@ def forecast(panels: Sequence[dict], path: Path) -> Path:
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return save(fig, path)
+
+
+def text_examples(rows: Sequence[tuple[str, str, float, str]], path: Path) -> Path:
+    """The most confident mistakes: (text, predicted, confidence, true) per row, the text wrapped."""
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(10, 0.75 + 0.62 * max(len(rows), 1)))
+    ax.axis("off")
+    if not rows:
+        ax.text(0, 0.5, "no mistakes on the test set", fontsize=11)
+    for i, (text, predicted, confidence, true) in enumerate(rows):
+        y = 1 - (i + 0.5) / len(rows)
+        snippet = textwrap.shorten(text, 230, placeholder=" …")
+        ax.text(0, y, "\n".join(textwrap.wrap(snippet, 115)), fontsize=8, va="center")
+        ax.text(1.0, y, f"{predicted} ({confidence:.2f})\ntrue {true}", fontsize=8, va="center", ha="right",
+                color="#c0392b")
+    return save(fig, path)

@@ -5,6 +5,7 @@ from dlforge.tasks import (  # noqa: F401  (registration)
     image_classification,
     object_detection,
     semantic_segmentation,
+    text_classification,
 )
 from dlforge.tasks.base import Prepared, Task
 

@@ -42,7 +42,9 @@ class Prepared:
 class Task:
     spec_class: ClassVar[type[SpecBase]]
     default_monitor: ClassVar[str] = "val/loss"
-    prediction_options: ClassVar[tuple[str, ...]] = ()  # keyword options of `postprocess`, e.g. thresholds
+    # Keyword options of a prediction (thresholds, horizon, generation length): `forward` and `postprocess`
+    # both receive them and each uses its own.
+    prediction_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: SpecBase) -> None:
         self.spec = spec
@@ -68,6 +70,13 @@ class Task:
         as entries for `meta`. Nothing by default."""
         return {}
 
+    def save_assets(self, directory: Path) -> None:
+        """After training: files the model needs at inference besides its weights (a tokenizer), into
+        `directory` (the run's `assets/`). Nothing by default."""
+
+    def load_assets(self, directory: Path) -> None:
+        """Read back what `save_assets` wrote, before a finished run's `build_model` and `preprocess`."""
+
     def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any, Any]:
         """One forward pass: (loss, outputs, targets). Tasks with other batch shapes override it."""
         inputs, targets = batch
@@ -79,7 +88,8 @@ class Task:
         """Raw items -> the model's batched input (a tensor, or a dict of tensors)."""
         raise NotImplementedError
 
-    def forward(self, model: nn.Module, inputs: Any, meta: dict[str, Any]) -> torch.Tensor | list[Any]:
+    def forward(self, model: nn.Module, inputs: Any, meta: dict[str, Any], **options: Any
+                ) -> torch.Tensor | list[Any]:
         """Inference on one preprocessed batch: a (B, ...) tensor, or one output per item."""
         return model(inputs).float()
 

@@ -242,7 +242,8 @@ class Forecasting(Task):
                 "scale": torch.tensor([w[3] for w in windows], dtype=torch.float64),  # (B,)
                 "series_id": ids, "start": starts}
 
-    def forward(self, model: nn.Module, inputs: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    def forward(self, model: nn.Module, inputs: dict[str, Any], meta: dict[str, Any], **options: Any
+                ) -> list[dict[str, Any]]:
         scaled = model(inputs["past"], inputs["future"]).double().sort(dim=-1).values  # (B, H, Q): never cross
         if "interval_factors" in meta:  # calibrated on the validation windows
             median = scaled[..., meta["quantiles"].index(0.5), None]  # (B, H, 1)

@@ -145,7 +145,8 @@ class ObjectDetection(DenseTask):
         resized = [resize_square(im, side) for im in images]
         return {"images": torch.stack(resized).float() / 255, "sizes": sizes}  # (B, 3, S, S) in [0, 1]
 
-    def forward(self, model: nn.Module, inputs: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    def forward(self, model: nn.Module, inputs: dict[str, Any], meta: dict[str, Any], **options: Any
+                ) -> list[dict[str, Any]]:
         side, tiling = meta["preprocessing"]["image_size"], meta["preprocessing"]["tiling"]
         if tiling:
             from dlforge.data.tiling import sliced_predict

@@ -113,7 +113,8 @@ class SemanticSegmentation(DenseTask):
         return {"images": torch.stack([resize_square(im, side) for im in images]).float() / 255,  # (B, 3, S, S)
                 "sizes": torch.tensor([im.shape[1:] for im in images])}  # (B, 2): (H, W)
 
-    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any]) -> list[torch.Tensor]:
+    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
+                ) -> list[torch.Tensor]:
         logits = model(inputs["images"]).float()  # (B, K, S, S)
         # Each image's class mask at its own size: upsample the logits, then take the best class.
         return [F.interpolate(lg[None], size=(h, w), mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8)

@@ -122,7 +122,9 @@ class GradientFlow(Callback):
         for name, value in zip(self._names, means, strict=True):
             if not math.isfinite(value) or value > self.explode_above:
                 state = f"exploding (> {self.explode_above:g})"
-            elif value < self.vanish_below:
+            elif value < self.vanish_below and not name.endswith("bias"):
+                # Not biases: some get no gradient by construction (attention key biases shift every score
+                # of a query alike, which softmax ignores).
                 state = f"vanishing (< {self.vanish_below:g})"
             else:
                 continue

@@ -55,6 +55,7 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
         meta["world_size"] = trainer.dist.world_size
         meta["best_epoch"] = trainer.best_epoch_
         meta.update(task.calibrate(prepared.model, prepared.val, meta))
+        task.save_assets(run.path / "assets")
         run.write_meta(meta)
         atomic_write(run.weights_path, lambda p: save_model(prepared.model.cpu(), str(p)))
         summary: dict[str, Any] = {"epochs": trainer.epoch, "best_epoch": trainer.best_epoch_}
