@@ -16,6 +16,7 @@ from sklearn.datasets import load_digits
 import dlforge
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no internet here: hub lookups fail at once instead of retrying
 DLFORGE = [sys.executable, "-m", "dlforge.cli"]
 
 
@@ -85,3 +86,65 @@ def fit_on_training_set(spec: dict) -> list[dict]:
     trainer = Trainer(checked.train, progress=False).fit(task, prepared.model, prepared.train, prepared.train,
                                                          prepared.meta)
     return trainer.history
+
+
+# ---------------------------------------------------------------- text: tiny models saved locally, loaded like hub ids
+
+GOOD = ["wonderful", "moving", "brilliant", "funny", "charming", "gripping", "beautiful", "clever"]
+BAD = ["dull", "tedious", "clumsy", "boring", "lifeless", "shallow", "awful", "predictable"]
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
+    """Short reviews whose label follows the adjectives: easy to learn, never identical."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = "fresh" if i % 2 == 0 else "rotten"
+        words = rng.choice(GOOD if label == "fresh" else BAD, size=2, replace=False)
+        rows.append({"text": f"a {words[0]} and {words[1]} film, take {i}", "label": label})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer, saved with save_pretrained: a stand-in for a hub id."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from dlforge.models.hf import resolve
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve("default"))
+    tokenizer.save_pretrained(path)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer GPT-2 and a byte-level BPE tokenizer trained here on a few sentences, saved locally."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [r["text"] for r in sentiment_rows(200)]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                        unk_token="<|endoftext|>")
+    tokenizer.save_pretrained(path)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path

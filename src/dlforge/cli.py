@@ -133,22 +133,37 @@ def _metrics_table(result: dict, title: str) -> Table:
 
 @app.command()
 @_friendly
-def predict(run: RunArg, inputs: Annotated[list[Path], typer.Argument(help="input files", show_default=False)],
+def predict(run: RunArg,
+            inputs: Annotated[list[Path] | None, typer.Argument(help="input files (images, ...)",
+                                                              show_default=False)] = None,
+            text: Annotated[list[str] | None, typer.Option("--text", "--prompt",
+                                                           help="text tasks: a text (or prompt); repeatable")] = None,
             device: str = "cpu",
             conf: Annotated[float | None, typer.Option(help="detection: minimum score")] = None,
             iou: Annotated[float | None, typer.Option(help="detection: NMS IoU threshold")] = None,
             max_det: Annotated[int | None, typer.Option(help="detection: most objects per image")] = None,
+            max_new_tokens: Annotated[int | None, typer.Option(help="generation: tokens to add")] = None,
+            temperature: Annotated[float | None, typer.Option(help="generation: 0 greedy, > 0 sampling")] = None,
+            top_k: Annotated[int | None, typer.Option(help="generation: sample from the k likeliest")] = None,
+            top_p: Annotated[float | None, typer.Option(help="generation: nucleus sampling mass")] = None,
+            seed: Annotated[int | None, typer.Option(help="generation: seed for sampling")] = None,
             save_images: Annotated[Path | None, typer.Option(help="write annotated images (PNG) here")] = None,
             ) -> None:
-    """Predict for input files; prints a JSON list."""
+    """Predict for input files or texts; prints a JSON list."""
     import dlforge
+    from dlforge.errors import DlforgeError
 
+    if bool(inputs) == bool(text):
+        raise DlforgeError("give input files (dlforge predict RUN a.png b.png) or texts (--text \"...\"), not both")
     predictor = dlforge.load(run, device=device)
-    options = {k: v for k, v in {"conf": conf, "iou": iou, "max_det": max_det}.items() if v is not None}
-    predictions = predictor.predict([str(p) for p in inputs], **options)
+    given = {"conf": conf, "iou": iou, "max_det": max_det, "max_new_tokens": max_new_tokens,
+             "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    options = {k: v for k, v in given.items() if v is not None}
+    items = [str(p) for p in inputs] if inputs else list(text)
+    predictions = predictor.predict(items, **options)
     if save_images is not None:
-        _save_annotated(predictor, inputs, predictions, save_images)
-    print(json.dumps([{"input": str(p), **pred} for p, pred in zip(inputs, predictions, strict=True)], indent=2))
+        _save_annotated(predictor, inputs or [], predictions, save_images)
+    print(json.dumps([{"input": item, **pred} for item, pred in zip(items, predictions, strict=True)], indent=2))
 
 
 def _save_annotated(predictor: Any, inputs: list[Path], predictions: list[dict], folder: Path) -> None:

@@ -22,6 +22,7 @@ log = logging.getLogger("dlforge")
 
 def _load() -> None:
     """Import the lab modules (they register themselves); lazily, so `dlforge --help` stays fast."""
+    import dlforge.labs.attention
     import dlforge.labs.vanishing_gradients  # noqa: F401
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from dlforge.errors import DlforgeError
-from dlforge.registry import TEXT_MODELS
+from dlforge.registry import LANGUAGE_MODELS, TEXT_MODELS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -64,12 +65,12 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
 class HFModel(nn.Module):
     """A transformers model with the plain-tensor interface above; `net` is the library's model."""
 
-    def __init__(self, net: PreTrainedModel) -> None:
+    def __init__(self, net: PreTrainedModel, labelled: bool) -> None:
         super().__init__()
         self.net = net
-        # Parameters tied to the label set: every top-level part that is not the base model (the head).
+        # Parameters tied to the label set (a classifier's): every top-level part but the base model.
         self.class_specific = tuple(f"net.{name}." for name, _ in net.named_children()
-                                    if name != net.base_model_prefix)
+                                    if labelled and name != net.base_model_prefix)
         from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as targets
 
         self.lora_targets = targets.get(net.config.model_type)  # peft's default layers for this architecture
@@ -87,6 +88,10 @@ class HFModel(nn.Module):
             self.net.set_attn_implementation(implementation)
         return list(out.attentions)
 
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **options: Any) -> torch.Tensor:
+        """Continue left-padded prompts (B, T): (B, T + new) token ids (transformers' `generate`)."""
+        return self.net.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
+
     def config_dict(self) -> dict[str, Any]:
         return self.net.config.to_dict()
 
@@ -98,19 +103,22 @@ def build(source: str, auto: str, config: dict[str, Any] | None, weights: bool, 
 
     _quiet_transformers()
     cls = getattr(transformers, auto)
+    labelled = "num_labels" in options
     try:
         if config is not None:
             config = dict(config)
-            return HFModel(cls.from_config(transformers.AutoConfig.for_model(config.pop("model_type"), **config)))
+            config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+            return HFModel(cls.from_config(config), labelled)
         if not weights:
-            return HFModel(cls.from_config(transformers.AutoConfig.from_pretrained(resolve(source), **options)))
+            return HFModel(cls.from_config(transformers.AutoConfig.from_pretrained(resolve(source), **options)),
+                           labelled)
         net, info = cls.from_pretrained(resolve(source), output_loading_info=True, **options)
     except (OSError, ValueError) as e:
         raise DlforgeError(f"model.name hf:{source}: cannot load it ({str(e).splitlines()[0]}); give a local "
                            "folder saved with save_pretrained or a hub id (needs the internet)") from None
     log.info("hf:%s: pretrained weights loaded; newly initialised: %s", source,
              ", ".join(info["missing_keys"]) or "none")
-    return HFModel(net)
+    return HFModel(net, labelled)
 
 
 @TEXT_MODELS.register_family("hf", names=None)
@@ -121,10 +129,11 @@ def hf_classifier(source: str, num_classes: int, tokenizer: PreTrainedTokenizerB
     return build(source, "AutoModelForSequenceClassification", config, weights, **options)
 
 
+@LANGUAGE_MODELS.register_family("hf", names=None)
 def causal_lm(source: str, tokenizer: PreTrainedTokenizerBase, config: dict[str, Any] | None = None,
-              weights: bool = True) -> HFModel:
+              weights: bool = True, **kwargs: Any) -> HFModel:
     """`hf:<id or path>` as a causal (GPT-style) language model."""
-    return build(source, "AutoModelForCausalLM", config, weights, pad_token_id=tokenizer.pad_token_id)
+    return build(source, "AutoModelForCausalLM", config, weights, pad_token_id=tokenizer.pad_token_id, **kwargs)
 
 
 # ---------------------------------------------------------------- LoRA and freezing
@@ -140,8 +149,10 @@ def add_lora(model: nn.Module, r: int, alpha: float, dropout: float, target_modu
         raise DlforgeError(f"model.lora.target_modules: {type(model).__name__} has no default; name its Linear "
                            "layers, e.g. [out_proj, mlp.0]")
     try:
-        inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets),
-                                model)
+        with warnings.catch_warnings():  # GPT-2's Conv1D layers store weights transposed; peft adapts and warns
+            warnings.filterwarnings("ignore", message="fan_in_fan_out")
+            inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets),
+                                    model)
     except ValueError as e:  # no module matched
         raise DlforgeError(f"model.lora.target_modules: {targets}: {e}") from None
     head = tuple(getattr(model, "class_specific", ()))

@@ -6,6 +6,7 @@ from dlforge.tasks import (  # noqa: F401  (registration)
     object_detection,
     semantic_segmentation,
     text_classification,
+    text_generation,
 )
 from dlforge.tasks.base import Prepared, Task
 

@@ -118,6 +118,8 @@ class LanguageTask:
     def _tokenize(self, table: TextTable, max_length: int, too_long: str) -> tuple[list[list[int]], TextTable]:
         """Token ids per text, cut to `max_length`; over-long texts are truncated, skipped or an error."""
         tok = self.tokenizer_
+        if not table.texts:  # e.g. no validation split
+            return [], table
         full = tok(table.texts, truncation=False, verbose=False)["input_ids"]
         long = [i for i, ids in enumerate(full) if len(ids) > max_length]
         n = len(full)

@@ -74,13 +74,13 @@ class TextClassification(LanguageTask, ClassificationTask):
                             "needs two or more")
         train_idx, val_idx, test_idx = self._split(table, classes)
         meta = {"classes": classes, **self._model_meta(),
-                "preprocessing": {"max_length": d.max_length},
-                "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}}
+                "preprocessing": {"max_length": d.max_length}}
         model = self._build(meta, prepare=True, num_classes=len(classes))
         if m.pretrained is not None:
             meta["pretrained"] = load_pretrained(model, m.pretrained, classes)
         (train, counts), (val, _) = (self._dataset(table.subset(idx), classes) for idx in (train_idx, val_idx))
         meta["data"] = {"rows": len(table.texts), **counts}  # what was dropped or cut, by reason
+        meta["sizes"] = {"train": len(train), "val": len(val), "test": len(test_idx)}
         test = table.subset(test_idx)
         return Prepared(model, train, val, (test.texts, _targets(test, classes)), meta)
 

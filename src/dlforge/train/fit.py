@@ -59,7 +59,7 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
         run.write_meta(meta)
         atomic_write(run.weights_path, lambda p: save_model(prepared.model.cpu(), str(p)))
         summary: dict[str, Any] = {"epochs": trainer.epoch, "best_epoch": trainer.best_epoch_}
-        if prepared.test is not None and len(prepared.test[1]):
+        if prepared.test is not None and len(prepared.test[0]):
             predictor = Predictor(task, prepared.model, meta, device=trainer.device)
             result = {"data": "test split", **task.evaluate(predictor, *prepared.test, run.path / "plots")}
             run.write_eval(result)

@@ -1,0 +1,234 @@
+"""Causal language-model fine-tuning: a GPT-style `hf:` model (optionally with LoRA) on a text file or a
+text column; perplexity on held-out text; `predict` continues prompts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, ValidationError, field_validator
+from torch import nn
+from torchmetrics import Metric
+
+from dlforge.data.texts import TextTable, clean, read_texts
+from dlforge.errors import DataError, DlforgeError
+from dlforge.models.pretrained import load_pretrained
+from dlforge.registry import LANGUAGE_MODELS, TASKS
+from dlforge.report.html import Section, table
+from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.tasks.base import Prepared, Task
+from dlforge.tasks.language import LanguageModelSpec, LanguageTask, TokenDataset, text_items
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
+
+    from dlforge.predictor import Predictor
+    from dlforge.run import Run
+
+
+class CorpusSpec(StrictModel):
+    source: str = Field(description="a .txt file (one document per paragraph), a .csv/.jsonl/.parquet with a text "
+                                    "column, hf:<dataset id or folder>, or builtin:rotten_tomatoes")
+    text_column: str = "text"
+    split: SplitSpec = SplitSpec(val=0.1, test=0.1)
+    block_size: int = Field(128, ge=8, le=8192, description="tokens per training sequence")
+    on_error: Literal["error", "skip"] = Field("skip", description="empty documents: stop, or drop them (counted)")
+
+    _source = field_validator("source")(resolve_path)
+
+
+class CausalLMSpec(LanguageModelSpec):
+    registry = LANGUAGE_MODELS
+    reserved = ("tokenizer", "config", "weights")
+
+    name: str = Field("hf:distilgpt2", description="hf:<causal LM hub id or folder> (GPT-2 style)")
+
+
+class GenerateSpec(StrictModel):
+    """Defaults of `predict`; each can be given per call (`--max-new-tokens`, `Predictor.predict(..., top_k=)`)."""
+
+    max_new_tokens: int = Field(50, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0: greedy (deterministic); > 0: sampling")
+    top_k: int = Field(50, ge=0, description="sampling: keep the k most likely tokens (0: all)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="sampling: keep the smallest set with this much mass")
+    seed: int | None = Field(None, description="sampling: seed, for repeatable samples")
+
+
+class TextGenerationSpec(SpecBase):
+    task: Literal["text_generation"] = "text_generation"
+    data: CorpusSpec
+    model: CausalLMSpec = CausalLMSpec()
+    predict: GenerateSpec = GenerateSpec()
+
+
+class TokenPerplexity(Metric):
+    """exp(total negative log-likelihood / total tokens), from per-sequence sums: exact across batches."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("nll", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("tokens", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, nll: torch.Tensor, tokens: torch.Tensor) -> None:  # (B,), (B,)
+        self.nll += nll.double().sum()
+        self.tokens += tokens.double().sum()
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(self.nll / self.tokens.clamp_min(1))
+
+
+@TASKS.register("text_generation")
+class TextGeneration(LanguageTask, Task):
+    spec_class = TextGenerationSpec
+    prediction_options = tuple(GenerateSpec.model_fields)
+
+    # ------------------------------------------------------------ data
+    def _blocks(self, table: TextTable) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+        """Documents shuffled (seeded), joined with end-of-text, tokenized as one stream, cut at the split
+        fractions into train | val | test, and each part cut into blocks of `block_size` tokens."""
+        d, tok = self.spec.data, self.tokenizer_
+        order = np.random.default_rng(d.split.seed).permutation(len(table.texts))
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        stream: list[int] = []
+        for ids in tok([table.texts[i] for i in order], verbose=False)["input_ids"]:
+            stream += ids + eos
+        n = len(stream)
+        val_at = round(n * (1 - d.split.val - d.split.test))
+        test_at = round(n * (1 - d.split.test))
+        parts = stream[:val_at], stream[val_at:test_at], stream[test_at:]
+        if len(parts[0]) < 2:
+            raise DataError(f"{d.source}: {n} tokens leave too little text to train on")
+        return tuple(_chunk(p, d.block_size) for p in parts)
+
+    def _read(self, source: str) -> TextTable:
+        return clean(read_texts(source, self.spec.data.text_column, label_column=None), self.spec.data.on_error)
+
+    def prepare(self) -> Prepared:
+        d, m = self.spec.data, self.spec.model
+        self._load_tokenizer()
+        table = self._read(d.source)
+        train, val, test = self._blocks(table)
+        meta = {**self._model_meta(), "preprocessing": {"block_size": d.block_size},
+                "predict": self.spec.predict.model_dump(),
+                "sizes": {"train": len(train), "val": len(val), "test": len(test)},
+                "data": {"documents": len(table.texts), **table.counts,
+                         "tokens": {k: sum(map(len, v)) for k, v in zip(("train", "val", "test"), (train, val, test),
+                                                                       strict=True)}}}
+        model = self._build(meta, prepare=True)
+        if m.pretrained is not None:
+            meta["pretrained"] = load_pretrained(model, m.pretrained, [])
+        return Prepared(model, TokenDataset(train, None, self.tokenizer_), TokenDataset(val, None, self.tokenizer_),
+                        (test, None), meta)
+
+    def build_model(self, meta: dict[str, Any]) -> nn.Module:
+        return self._build(meta, prepare=False)
+
+    # ------------------------------------------------------------ training
+    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs, _ = batch
+        nll, tokens = token_nll(model, inputs)  # (B,), (B,)
+        return nll.sum() / tokens.sum().clamp_min(1), nll.detach(), tokens
+
+    def metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        from torchmetrics import MetricCollection
+
+        return MetricCollection({"perplexity": TokenPerplexity()})
+
+    # ------------------------------------------------------------ inference
+    def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # Left padding: every prompt ends at the last position, where generation continues.
+        return self._encode(text_items(items, key="prompt"), meta["preprocessing"]["block_size"], "left")
+
+    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
+                ) -> list[torch.Tensor]:
+        o = _options(meta, options)
+        sample = o.temperature > 0
+        kwargs = {"do_sample": sample, "max_new_tokens": o.max_new_tokens,
+                  "pad_token_id": self.tokenizer_.pad_token_id}
+        if sample:
+            kwargs.update(temperature=o.temperature, top_k=o.top_k, top_p=o.top_p)
+        with torch.random.fork_rng(devices=[] if inputs["input_ids"].device.type == "cpu" else None):
+            if o.seed is not None:
+                torch.manual_seed(o.seed)
+            out = model.generate(**inputs, **kwargs)  # (B, T + new)
+        return list(out[:, inputs["input_ids"].shape[1]:])  # the new tokens of each prompt
+
+    def postprocess(self, outputs: list[torch.Tensor], meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
+        tok = self.tokenizer_
+        results = []
+        for ids in outputs:
+            ids = ids.tolist()
+            if tok.eos_token_id in ids:  # stopped early: the rest is padding
+                ids = ids[: ids.index(tok.eos_token_id)]
+            results.append({"generated_text": tok.decode(ids, skip_special_tokens=True), "new_tokens": len(ids)})
+        return results
+
+    # ------------------------------------------------------------ evaluation
+    def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
+        """Token blocks: the run's held-out test part, or all of `source`."""
+        if source is None:
+            return self._blocks(self._read(self.spec.data.source))[2], None
+        ids = self.tokenizer_(self._read(source).texts, verbose=False)["input_ids"]
+        eos = [self.tokenizer_.eos_token_id] if self.tokenizer_.eos_token_id is not None else []
+        return _chunk([t for doc in ids for t in doc + eos], meta["preprocessing"]["block_size"]), None
+
+    @torch.inference_mode()
+    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
+        if not items:
+            raise DataError("the held-out text is empty: raise data.split.test or give more text")
+        data = TokenDataset(list(items), None, self.tokenizer_)
+        nll, tokens = 0.0, 0
+        for i in range(0, len(data), predictor.batch_size):
+            inputs, _ = data.collate([data[j] for j in range(i, min(i + predictor.batch_size, len(data)))])
+            inputs = {k: v.to(predictor.device) for k, v in inputs.items()}
+            s, n = token_nll(predictor.model, inputs)
+            nll, tokens = nll + float(s.sum()), tokens + int(n.sum())
+        loss = nll / max(tokens, 1)
+        # A few continuations of held-out text, to read beside the number.
+        prompts = [self.tokenizer_.decode(block[:12]) for block in list(items)[:: max(1, len(items) // 4)][:4]]
+        samples = predictor.predict(prompts, max_new_tokens=30)
+        return {"n": len(items), "tokens": tokens, "metrics": {"perplexity": math.exp(loss), "loss": loss},
+                "samples": [{"prompt": p, **s} for p, s in zip(prompts, samples, strict=True)],
+                "headline": {"name": "perplexity", "value": math.exp(loss)}}
+
+    def report_sections(self, run: Run) -> list[Section]:
+        ev = run.read_eval()
+        if ev is None:
+            return []
+        m = ev["metrics"]
+        body = (f"<p>Held-out text ({ev['data']}): {ev['tokens']:,} tokens in {ev['n']} blocks.</p>"
+                + table(["metric", "value"], [["perplexity", f"{m['perplexity']:.3f}"],
+                                              ["loss (nats/token)", f"{m['loss']:.4f}"]])
+                + "<p>Greedy continuations of held-out text:</p>"
+                + table(["prompt", "continuation"], [[s["prompt"], s["generated_text"]] for s in ev["samples"]]))
+        return [Section("Evaluation", body)]
+
+
+def token_nll(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: the summed next-token negative log-likelihood and the number of predicted tokens."""
+    logits = model(**inputs)  # (B, T, V)
+    targets = inputs["input_ids"][:, 1:].masked_fill(inputs["attention_mask"][:, 1:] == 0, -100)  # (B, T-1)
+    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                          reduction="none").view_as(targets)  # (B, T-1)
+    return nll.sum(1), (targets != -100).sum(1)
+
+
+def _chunk(stream: list[int], size: int) -> list[list[int]]:
+    """Blocks of `size` tokens; a last block shorter than 2 tokens predicts nothing and is dropped."""
+    return [stream[i:i + size] for i in range(0, len(stream), size) if len(stream[i:i + size]) >= 2]
+
+
+def _options(meta: dict[str, Any], options: dict[str, Any]) -> GenerateSpec:
+    try:
+        return GenerateSpec(**{**meta["predict"], **options})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DlforgeError(f"prediction option {err['loc'][0]}={err['input']!r}: {err['msg']}") from None
