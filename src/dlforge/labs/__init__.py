@@ -8,12 +8,14 @@ finished lab, so a stale one is removed before the lab starts.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from dlforge._io import atomic_write_json, atomic_write_text
+from dlforge.errors import DlforgeError
 from dlforge.registry import Registry
 
 LABS: Registry = Registry("lab")
@@ -23,6 +25,7 @@ log = logging.getLogger("dlforge")
 def _load() -> None:
     """Import the lab modules (they register themselves); lazily, so `dlforge --help` stays fast."""
     import dlforge.labs.attention
+    import dlforge.labs.transfer_learning
     import dlforge.labs.vanishing_gradients  # noqa: F401
 
 
@@ -36,6 +39,12 @@ def run_lab(name: str, out: Path, quick: bool = False, **options: Any) -> dict[s
     """Run lab `name` into folder `out`; return its results (also in out/results.json)."""
     _load()
     lab = LABS.get(name)  # an unknown name raises a DlforgeError with "did you mean"
+    params = inspect.signature(lab).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            known = [p for p in params if p not in ("out", "quick")]
+            raise DlforgeError(f"lab {name} takes no option {', '.join(unknown)}; its options: {', '.join(known)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").unlink(missing_ok=True)

@@ -20,6 +20,7 @@ loaded with the same weights, and the HF model's own eager attention), all in fl
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from pathlib import Path
@@ -38,7 +39,8 @@ log = logging.getLogger("dlforge")
 
 DEFAULT_SENTENCE = "the plot is thin, but the acting is wonderful"
 SHORT_SENTENCE = "a dull film"  # the second sentence of the padded batch: shorter, so it gets the padding
-QUICK_SENTENCES = 400  # the --quick fine-tuning subset of Rotten Tomatoes (train/val/test 70/10/20)
+QUICK_SENTENCES = 160  # the --quick fine-tuning subset of Rotten Tomatoes (train/val/test 70/10/20)
+QUICK_MAX_LENGTH = 32  # and its tokens per sentence (full: 64); --quick has to stay near a minute on 2 CPU cores
 PATTERN_SHARE = 0.5  # a head "is" a [CLS]/[SEP]/previous/next/self head when that share of its attention goes there
 BROAD_ENTROPY = 0.8  # ... and "broad" when its entropy is over this fraction of the uniform row's, log T
 
@@ -80,11 +82,10 @@ def attention(out: Path, quick: bool = False, seed: int = 0, run: str | Path | N
     short = _encode(tokenizer, [SHORT_SENTENCE], max_length)
     net64 = copy.deepcopy(net).double().eval()
     with torch.no_grad():
-        equivalence = {"sentence": _equivalence(net64, layers, single),
-                       "padded_batch": _equivalence(net64, layers, padded)}
+        equivalence = {"sentence": _equivalence(net64, single), "padded_batch": _equivalence(net64, padded)}
         padding = _padding(net64, padded, short)
         float32 = _float32_reference(net, layers, single, hf32)
-    worst = max(v for case in equivalence.values() for v in case["max"].values())
+    worst = max(case["max"][key] for case in equivalence.values() for key in COMPARISONS)
 
     files = ["attention_maps.png", "attention_last_layer.png", "attention_entropy.png", "summary.md", "results.json"]
     _plot_grid(maps, tokens, heads, out / files[0])
@@ -130,8 +131,6 @@ def _model(out: Path, quick: bool, seed: int, run: str | Path | None) -> tuple[A
             "train_sentences": meta.get("sizes", {}).get("train")}
     evaluation = path / "eval.json"
     if evaluation.exists():
-        import json
-
         headline = json.loads(evaluation.read_text()).get("headline", {})
         if headline:
             info[f"test_{headline['name']}"] = headline["value"]
@@ -139,7 +138,8 @@ def _model(out: Path, quick: bool, seed: int, run: str | Path | None) -> tuple[A
 
 
 def _fine_tune(out: Path, quick: bool, seed: int) -> Path:
-    """Fine-tune hf:default on Rotten Tomatoes for 1 epoch (quick: a CSV of QUICK_SENTENCES of them)."""
+    """Fine-tune hf:default on Rotten Tomatoes for 1 epoch (quick: a CSV of QUICK_SENTENCES of them, cut
+    to QUICK_MAX_LENGTH tokens, word embeddings frozen)."""
     import dlforge
     from dlforge.spec import validate_spec
 
@@ -148,9 +148,12 @@ def _fine_tune(out: Path, quick: bool, seed: int) -> Path:
         source = str(_quick_subset(out / "quick_sentences.csv", QUICK_SENTENCES, seed))
     spec = {"name": "attention-lab", "task": "text_classification",
             "description": "fine-tuned by the attention lab",
-            "data": {"source": source, "max_length": 64, "split": {"val": 0.1, "test": 0.2, "seed": seed}},
-            "model": {"name": "hf:default"},
-            "train": {"epochs": 1, "batch_size": 16 if quick else 32, "scheduler": "linear", "warmup": 0.1,
+            "data": {"source": source, "max_length": QUICK_MAX_LENGTH if quick else 64,
+                     "split": {"val": 0.1, "test": 0.2, "seed": seed}},
+            # quick: the 11.7M-weight word-embedding table stays as pretrained; its dense gradient and AdamW
+            # state cost as much as the encoder's on a 2-core CPU.
+            "model": {"name": "hf:default", "freeze": ["*word_embeddings*"] if quick else []},
+            "train": {"epochs": 1, "batch_size": 32, "scheduler": "linear", "warmup": 0.1,
                       "optimizer": {"name": "adamw", "lr": 1e-4 if quick else 5e-5, "weight_decay": 0.01},
                       "monitor": {"metric": "val/accuracy"}, "seed": seed}}
     log.info("attention: fine-tuning hf:default on %s (1 epoch) into %s", source, out / "run")
@@ -251,7 +254,7 @@ def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-def _equivalence(net64: nn.Module, layers: list[nn.Module], batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _equivalence(net64: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Per layer, the max |difference| of each comparison in COMPARISONS, with the float64 copy of the model."""
     hf = _hf_forward(net64, batch)
     layers64 = _layers(net64)
@@ -274,6 +277,9 @@ def _equivalence(net64: nn.Module, layers: list[nn.Module], batch: dict[str, tor
         attended = layer.attention.output.LayerNorm(hf_dense + x)  # residual + LayerNorm (dropout off)
         rebuilt = layer.output(layer.intermediate(attended), attended)  # the feed-forward half
         real = keep[:, :, None]  # compare the layer output at real tokens: padded rows are never read
+        padded_keys = ~mask.expand_as(weights)  # (B, h, T, T): True where the key is padding
+        on_padding = max((float(w[padded_keys].abs().max()) if padded_keys.any() else 0.0)
+                         for w in (weights, mha_weights, hf.attentions[i]))
         per_layer.append({
             "layer": i,
             "ours_vs_hf_eager": _maxdiff(weights, hf.attentions[i]),
@@ -283,23 +289,23 @@ def _equivalence(net64: nn.Module, layers: list[nn.Module], batch: dict[str, tor
             "torch_mha_vs_hf_dense": _maxdiff(mha_out, hf_dense),
             "layer_vs_hf_hidden": _maxdiff(rebuilt * real, hf.hidden_states[i + 1] * real),
             "row_sum_max_error": float((weights.sum(-1) - 1).abs().max()),
+            "max_weight_on_padded_keys": on_padding,  # dlforge's, torch's and HF's
         })
-    keys = [*COMPARISONS, "row_sum_max_error"]
+    keys = [*COMPARISONS, "row_sum_max_error", "max_weight_on_padded_keys"]
     return {"batch_shape": list(batch["input_ids"].shape), "padded_tokens": int((~keep).sum()),
             "per_layer": per_layer, "max": {k: max(row[k] for row in per_layer) for k in keys}}
 
 
 def _padding(net64: nn.Module, padded: dict[str, torch.Tensor], short: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """BERT's padding semantics, measured: padded keys get weight 0 exactly, and the real tokens of the
-    padded sentence attend exactly as when the sentence is alone."""
+    """BERT's padding semantics, measured: the real tokens of the padded sentence attend exactly as when the
+    sentence is alone (that padded keys get weight 0 is measured in `_equivalence`)."""
     both, alone = _hf_forward(net64, padded), _hf_forward(net64, short)
     keep = padded["attention_mask"].bool()  # (2, T)
     n = int(keep[1].sum())  # the short sentence's tokens
-    to_padding = max(float(a[:, :, :, ~keep[1]][1].abs().max()) if (~keep[1]).any() else 0.0 for a in both.attentions)
     real = max(_maxdiff(a[1, :, :n, :n], b[0]) for a, b in zip(both.attentions, alone.attentions, strict=True))
     logits = _maxdiff(both.logits[1], alone.logits[0])
     return {"short_sentence_tokens": n, "padded_length": int(keep.shape[1]),
-            "max_weight_on_padded_keys": to_padding, "short_alone_vs_padded_weights": real,
+            "short_alone_vs_padded_weights": real,
             "short_alone_vs_padded_logits": logits}
 
 
@@ -357,26 +363,35 @@ def _tick_size(T: int) -> float:
 
 
 def _plot_grid(maps: np.ndarray, tokens: list[str], heads: list[dict[str, Any]], path: Path) -> None:
+    """Every layer (rows) × head (columns) as one mosaic image on one Axes (72 separate Axes take 10 s to
+    draw); each panel's query tokens label it on the left, its key tokens at the bottom."""
     from dlforge.report.plots import plt, save
 
     L, H, T, _ = maps.shape
-    cell = max(1.9, 0.14 * T)
-    fig, axes = plt.subplots(L, H, figsize=(cell * H, (cell + 0.15) * L), squeeze=False)
-    size = _tick_size(T) * cell / 1.9
-    image = None
+    gap_rows, gap_cols = 2, 1  # room above each panel for its title, and between panels
+    mosaic = np.full((L * (T + gap_rows), H * (T + gap_cols)), np.nan)
     for layer in range(L):
         for head in range(H):
-            ax = axes[layer, head]
-            image = ax.imshow(maps[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
-            stats = heads[layer * H + head]
-            ax.set_title(f"L{layer} H{head}  {stats['entropy']:.2f} nats", fontsize=7)
-            ax.set_xticks(range(T), tokens, rotation=90, fontsize=size)
-            ax.set_yticks(range(T), tokens, fontsize=size)
-            ax.tick_params(length=0, pad=1)
-    fig.suptitle("attention weights per layer (rows) and head (columns); row = query token, column = key token, "
-                 "colour 0 → 1", fontsize=12)
-    fig.tight_layout(rect=(0, 0, 0.985, 0.985))
-    fig.colorbar(image, ax=axes, fraction=0.01, pad=0.005)
+            r, c = layer * (T + gap_rows) + gap_rows, head * (T + gap_cols)
+            mosaic[r:r + T, c:c + T] = maps[layer, head]
+    inch = max(0.11, min(0.16, 2.2 / T))  # per token cell
+    fig, ax = plt.subplots(figsize=(mosaic.shape[1] * inch + 2.0, mosaic.shape[0] * inch + 1.6))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    image = ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+    size = _tick_size(T)
+    ax.set_yticks([layer * (T + gap_rows) + gap_rows + i for layer in range(L) for i in range(T)], tokens * L,
+                  fontsize=size)
+    ax.set_xticks([head * (T + gap_cols) + j for head in range(H) for j in range(T)], tokens * H, fontsize=size,
+                  rotation=90)
+    ax.tick_params(length=0, pad=1)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    for h in heads:
+        ax.text(h["head"] * (T + gap_cols) + (T - 1) / 2, h["layer"] * (T + gap_rows) + gap_rows - 0.8,
+                f"L{h['layer']} H{h['head']}  {h['entropy']:.2f} nats", ha="center", va="bottom", fontsize=7)
+    ax.set_title("attention weights per layer (rows) and head (columns): row = query token, column = key token "
+                 "(colour 0 → 1; entropy in nats)", fontsize=11)
+    fig.colorbar(image, ax=ax, fraction=0.012, pad=0.01)
     save(fig, path)
 
 
@@ -419,6 +434,13 @@ def _plot_entropy(heads: list[dict[str, Any]], shape: tuple[int, int], T: int, p
     save(fig, path)
 
 
+def _focus(h: dict[str, Any]) -> str:
+    """Where a head's attention goes: a positional pattern (previous, next, self) by its share, else its top token."""
+    if h["pattern"] in ("previous", "next", "self"):
+        return f"{h['shares'][h['pattern']]:.0%} on the {'same' if h['pattern'] == 'self' else h['pattern']} token"
+    return f"{h['top_share']:.0%} on {h['top_token']}"
+
+
 def _short(pattern: str) -> str:
     return {"cls": "[CLS]", "sep": "[SEP]", "previous": "prev", "next": "next", "self": "self"}.get(pattern, pattern)
 
@@ -433,8 +455,8 @@ def _headline(model: dict[str, Any], heads: list[dict[str, Any]], worst: float, 
         counts[h["pattern"]] = counts.get(h["pattern"], 0) + 1
     rows: dict[str, Any] = {"max |Δ| float64, all comparisons": worst, "max |row sum − 1|": row_sum,
                             "heads by pattern": ", ".join(f"{_short(k)} {v}" for k, v in sorted(counts.items())),
-                            "lowest-entropy head": f"L{low['layer']} H{low['head']}: {low['entropy']:.3f} nats "
-                                                   f"→ {low['top_token']}",
+                            "lowest-entropy head": f"L{low['layer']} H{low['head']}: {low['entropy']:.3f} nats, "
+                                                   f"{_focus(low)}",
                             "highest-entropy head": f"L{high['layer']} H{high['head']}: {high['entropy']:.3f} nats"}
     for key in ("test_accuracy",):
         if key in model:
@@ -462,9 +484,10 @@ def _summary(results: dict[str, Any]) -> str:
              "to 1)", "    out = A V                   (T × d)", "",
              f"The {H} heads' outputs side by side (T × {C}) go through W_o, then BERT adds the residual and "
              "applies LayerNorm, then the feed-forward half. Dividing by √d keeps the scores' variance near 1 "
-             "whatever d, so the softmax does not saturate. Padding is masked on the key side only: a padded key "
-             "gets a score of the dtype's minimum, so weight exactly 0; a padded query still gets a row that "
-             "nothing real reads.", "",
+             "whatever d (for q and k with unit-variance components), so the softmax does not saturate. Padding "
+             "is masked on the key side only: a padded key's score gets the dtype's minimum added (HF) or put in "
+             "its place (dlforge), so its weight is exactly 0; a padded query still gets a row, which nothing "
+             "real reads.", "",
              "## The same attention, four ways (float64)", "",
              "Every layer's input hidden states (HF `output_hidden_states`) and its query/key/value weights, "
              "cast to float64, give A through dlforge's from-scratch `scaled_dot_product_attention`; it is "
@@ -486,7 +509,8 @@ def _summary(results: dict[str, Any]) -> str:
     pad, f32 = results["padding"], results["float32_reference"]
     lines += [f"Padding: in the batch the short sentence ({pad['short_sentence_tokens']} tokens) is padded to "
               f"{pad['padded_length']}; the largest weight any query puts on a padded key is "
-              f"{pad['max_weight_on_padded_keys']:.1e}, and its real tokens' attention differs from the sentence "
+              f"{eq['padded_batch']['max']['max_weight_on_padded_keys']:.1e} (dlforge, nn.MultiheadAttention and "
+              "HF alike), and its real tokens' attention differs from the sentence "
               f"alone by at most {pad['short_alone_vs_padded_weights']:.1e} "
               f"(logits {pad['short_alone_vs_padded_logits']:.1e}).",
               f"For scale, the same comparison with the HF model in its own float32: "
@@ -508,7 +532,7 @@ def _summary(results: dict[str, Any]) -> str:
     lines += ["", "Heads by pattern: " + "; ".join(f"{_short(k)} ({len(v)}): {', '.join(v)}"
                                                    for k, v in sorted(counts.items())) + ".",
               "Most focused heads: " + ", ".join(
-                  f"L{h['layer']} H{h['head']} ({h['entropy']:.2f} nats, {h['top_share']:.0%} on {h['top_token']})"
+                  f"L{h['layer']} H{h['head']} ({h['entropy']:.2f} nats, {_focus(h)})"
                   for h in ranked[:5]) + ".",
               "Most diffuse heads: " + ", ".join(
                   f"L{h['layer']} H{h['head']} ({h['entropy']:.2f} nats)" for h in ranked[-3:][::-1]) + ".",

@@ -35,14 +35,25 @@ def list_() -> None:
 def run(name: Annotated[str, typer.Argument(help="the lab's name (see `dlforge lab list`)", show_default=False)],
         out_dir: Annotated[Path | None, typer.Option("--out", help="output folder", show_default="labs/<name>")] = None,
         quick: Annotated[bool, typer.Option(help="a shorter run of the lab's main claims")] = False,
-        seed: Annotated[int, typer.Option(help="seed of data and initial weights")] = 0) -> None:
+        seed: Annotated[int, typer.Option(help="seed of data and initial weights")] = 0,
+        option: Annotated[list[str] | None, typer.Option(
+            "--option", "-o", help="a lab's own option as key=value (value read as YAML), e.g. -o run=runs/x; "
+                                   "repeatable")] = None) -> None:
     """Run a lab: figures, results.json and summary.md in its output folder."""
+    import yaml
+
     from dlforge.errors import DlforgeError
     from dlforge.labs import run_lab
 
     folder = out_dir or Path("labs") / name
     try:
-        results = run_lab(name, folder, quick=quick, seed=seed)
+        options = {}
+        for item in option or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise DlforgeError(f"--option {item!r}: expected key=value, e.g. -o sentence='a fine film'")
+            options[key] = yaml.safe_load(value)
+        results = run_lab(name, folder, quick=quick, seed=seed, **options)
     except DlforgeError as e:  # the main CLI's one red line and exit code 2
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -74,5 +74,5 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
 
 
 def _versions() -> dict[str, str]:
-    names = ("dlforge", "torch", "torchvision", "timm", "torchmetrics", "numpy")
+    names = ("dlforge", "torch", "torchvision", "timm", "torchmetrics", "numpy", "transformers", "peft")
     return {"python": platform.python_version(), **{n: version(n) for n in names}}
