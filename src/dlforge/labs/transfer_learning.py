@@ -163,7 +163,9 @@ def transfer_learning(out: Path, quick: bool = False, seed: int = 0, **overrides
     unknown = sorted(set(overrides) - set(config))
     if unknown:
         raise DlforgeError(f"transfer-learning: unknown option(s) {', '.join(unknown)}; options: {', '.join(config)}")
-    config.update(overrides, quick=quick)
+    for key, value in overrides.items():  # e.g. `-o lr={random: 5e-4}` keeps the pretrained lr
+        config[key] = {**config[key], **value} if isinstance(config[key], dict) and isinstance(value, dict) else value
+    config["quick"] = quick
     # One CPU core left to the rest of the machine: on 2 busy cores a MiniLM training step took 0.55 s with
     # one thread and 2.8–4.4 s with two (the threads wait on each other while another process holds a core).
     import torch
@@ -325,7 +327,8 @@ def _plot(rows: list[dict[str, Any]], sizes: list[int], pool: int, majority: flo
     ax.axhline(majority, color="grey", ls=":", lw=1, label=f"majority class ({majority:.3f})")
     if sizes[-1] == pool:
         best = max(_row(rows, pool, m)["accuracy"] for m in METHODS)
-        ax.annotate(f"all: {pool}", (pool, best), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+        ax.annotate(f"all {pool} training texts", (pool, best), textcoords="offset points", xytext=(-8, -6),
+                    ha="right", va="top", fontsize=8)
     ax.set_xscale("log")
     ax.set_xticks(sizes, [_name(n, pool) for n in sizes], fontsize=8)
     ax.minorticks_off()
