@@ -4,7 +4,6 @@ the intended validation rows, and the TF-IDF + logistic regression baseline."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from dlforge.data.split import stratified_split
 from dlforge.errors import DlforgeError
 from dlforge.labs import run_lab
-from dlforge.labs.commands import app
 from dlforge.labs.transfer_learning import METHODS, layout_rows, stratified_order, tfidf_logreg
+from tests.labs.conftest import run_quick
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
     """One `dlforge lab run transfer-learning --quick`: (folder, results, CLI output)."""
-    out = tmp_path_factory.mktemp("lab") / "tl"
-    result = CliRunner().invoke(app, ["run", "transfer-learning", "--quick", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out, json.loads((out / "results.json").read_text()), result.output
+    return run_quick("transfer-learning", tmp_path_factory.mktemp("lab") / "tl")
 
 
 def _read(path: Path) -> pd.DataFrame:

@@ -3,7 +3,6 @@ step-by-step gradient measurement, the adding problem, and the `lab` sub-app's e
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from dlforge.labs.vanishing_gradients import (
     adding_problem,
     hidden_state_grads,
 )
+from tests.labs.conftest import run_quick
 
 PARAMETERS = {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0", "head.weight", "head.bias"}
 
@@ -28,10 +28,7 @@ PARAMETERS = {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bia
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
     """One `dlforge lab run vanishing-gradients --quick`: (folder, results, CLI output)."""
-    out = tmp_path_factory.mktemp("lab") / "vg"
-    result = CliRunner().invoke(app, ["run", "vanishing-gradients", "--quick", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out, json.loads((out / "results.json").read_text()), result.output
+    return run_quick("vanishing-gradients", tmp_path_factory.mktemp("lab") / "vg")
 
 
 def _run(results: dict[str, Any], cell: str) -> dict[str, Any]:
