@@ -42,6 +42,9 @@ def test_fine_tuning_lowers_held_out_perplexity_and_predict_generates(tiny_gpt2:
     assert history[0]["val/perplexity"] > history[-1]["val/perplexity"]
     assert ev["metrics"]["perplexity"] < vocab / 4
     assert ev["metrics"]["perplexity"] == pytest.approx(math.exp(ev["metrics"]["loss"]))
+    before = run.read_meta()["before_fine_tuning"]  # the same held-out text, scored by the starting model
+    assert before["perplexity"] > 2 * ev["metrics"]["perplexity"]
+    assert "before fine-tuning" in (run.path / "report.html").read_text()
     assert ev["tokens"] > 0 and len(ev["samples"]) >= 1
 
     proc = cli("predict", run.path, "--prompt", "a wonderful and", "--max-new-tokens", "6", check=True)

@@ -26,6 +26,7 @@ from dlforge.tasks.language import LanguageModelSpec, LanguageTask, TokenDataset
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
+    from transformers import PreTrainedTokenizerBase
 
     from dlforge.predictor import Predictor
     from dlforge.run import Run
@@ -125,6 +126,9 @@ class TextGeneration(LanguageTask, Task):
         model = self._build(meta, prepare=True)
         if m.pretrained is not None:
             meta["pretrained"] = load_pretrained(model, m.pretrained, [])
+        if test:  # the starting point, for the report: what fine-tuning changed on the same held-out text
+            loss, _ = mean_nll(model, test, self.tokenizer_, torch.device("cpu"), self.spec.train.batch_size)
+            meta["before_fine_tuning"] = {"perplexity": math.exp(loss), "loss": loss}
         return Prepared(model, TokenDataset(train, None, self.tokenizer_), TokenDataset(val, None, self.tokenizer_),
                         (test, None), meta)
 
@@ -180,18 +184,10 @@ class TextGeneration(LanguageTask, Task):
         eos = [self.tokenizer_.eos_token_id] if self.tokenizer_.eos_token_id is not None else []
         return _chunk([t for doc in ids for t in doc + eos], meta["preprocessing"]["block_size"]), None
 
-    @torch.inference_mode()
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
         if not items:
             raise DataError("the held-out text is empty: raise data.split.test or give more text")
-        data = TokenDataset(list(items), None, self.tokenizer_)
-        nll, tokens = 0.0, 0
-        for i in range(0, len(data), predictor.batch_size):
-            inputs, _ = data.collate([data[j] for j in range(i, min(i + predictor.batch_size, len(data)))])
-            inputs = {k: v.to(predictor.device) for k, v in inputs.items()}
-            s, n = token_nll(predictor.model, inputs)
-            nll, tokens = nll + float(s.sum()), tokens + int(n.sum())
-        loss = nll / max(tokens, 1)
+        loss, tokens = mean_nll(predictor.model, list(items), self.tokenizer_, predictor.device, predictor.batch_size)
         # A few continuations of held-out text, to read beside the number.
         prompts = [self.tokenizer_.decode(block[:12]) for block in list(items)[:: max(1, len(items) // 4)][:4]]
         samples = predictor.predict(prompts, max_new_tokens=30)
@@ -204,12 +200,33 @@ class TextGeneration(LanguageTask, Task):
         if ev is None:
             return []
         m = ev["metrics"]
+        rows = [["perplexity", f"{m['perplexity']:.3f}"], ["loss (nats/token)", f"{m['loss']:.4f}"]]
+        before = run.read_meta().get("before_fine_tuning")
+        if before and ev["data"] == "test split":
+            rows[0].append(f"{before['perplexity']:.3f}")
+            rows[1].append(f"{before['loss']:.4f}")
+        header = ["metric", "fine-tuned", "before fine-tuning"][:len(rows[0])]
         body = (f"<p>Held-out text ({ev['data']}): {ev['tokens']:,} tokens in {ev['n']} blocks.</p>"
-                + table(["metric", "value"], [["perplexity", f"{m['perplexity']:.3f}"],
-                                              ["loss (nats/token)", f"{m['loss']:.4f}"]])
+                + table(header, rows)
                 + "<p>Greedy continuations of held-out text:</p>"
                 + table(["prompt", "continuation"], [[s["prompt"], s["generated_text"]] for s in ev["samples"]]))
         return [Section("Evaluation", body)]
+
+
+@torch.inference_mode()
+def mean_nll(model: nn.Module, blocks: list[list[int]], tokenizer: PreTrainedTokenizerBase, device: torch.device,
+             batch_size: int) -> tuple[float, int]:
+    """(mean next-token negative log-likelihood in nats, tokens predicted) of `model` over token blocks."""
+    was_training = model.training
+    model.eval()
+    data = TokenDataset(blocks, None, tokenizer)
+    nll, tokens = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        inputs, _ = data.collate([data[j] for j in range(i, min(i + batch_size, len(data)))])
+        s, n = token_nll(model, {k: v.to(device) for k, v in inputs.items()})
+        nll, tokens = nll + float(s.sum()), tokens + int(n.sum())
+    model.train(was_training)
+    return nll / max(tokens, 1), tokens
 
 
 def token_nll(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
