@@ -55,8 +55,8 @@ def spec_for(name: str, recipe: dict) -> dict:
         "task": "text_classification",
         "data": {"source": SOURCE, "max_length": 64, "split": SPLIT},
         "model": recipe["model"],
-        "train": {"epochs": recipe["epochs"], "batch_size": recipe["batch_size"], "seed": 0, "scheduler": "linear",
-                  "warmup": 0.1, "optimizer": {"name": "adamw", "lr": recipe["lr"],
+        "train": {"checkpoint": False, "epochs": recipe["epochs"], "batch_size": recipe["batch_size"], "seed": 0,
+                  "scheduler": "linear", "warmup": 0.1, "optimizer": {"name": "adamw", "lr": recipe["lr"],
                                                "weight_decay": recipe["weight_decay"]},
                   "monitor": {"metric": "val/accuracy", "mode": "max"}},
     }

@@ -92,6 +92,8 @@ class TrainSpec(StrictModel):
     compile: bool = Field(False, description="torch.compile the model")
     grad_flow_every: int = Field(25, ge=1, description="sample per-layer gradient norms every N steps")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    checkpoint: bool = Field(True, description="write checkpoints/last.pt each epoch (model, optimizer, RNG: what "
+                                               "--resume needs); off saves the time and disk of large models")
 
 
 class SpecBase(StrictModel):

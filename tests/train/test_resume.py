@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import dlforge
 from dlforge.errors import RunError
+from dlforge.spec import SpecBase
 from dlforge.tasks.image_classification import ImageClassification
 from dlforge.train import Callback, Trainer
 from dlforge.train.devices import seed_everything
@@ -92,6 +93,15 @@ class StopAt(Callback):
             raise KeyboardInterrupt
 
 
+def fit_digits(spec: SpecBase, run: dlforge.Run, callbacks: list[Callback], resume: bool) -> Trainer:
+    """The Trainer on the digits task in this process, seeded, into `run`."""
+    seed_everything(0)
+    task = ImageClassification(spec)
+    prepared = task.prepare()
+    trainer = Trainer(spec.train, [*callbacks_from_spec(spec.train), *callbacks], run=run, progress=False)
+    return trainer.fit(task, prepared.model, prepared.train, prepared.val, prepared.meta, resume=resume)
+
+
 @pytest.mark.parametrize("train", [
     {"optimizer": {"name": "sgd", "lr": 0.05, "nesterov": True}, "scheduler": "onecycle", "grad_clip": 1.0},
     {"optimizer": {"name": "adamw", "lr": 3e-3}, "scheduler": "none", "early_stopping": {"patience": 2,
@@ -100,21 +110,27 @@ class StopAt(Callback):
 def test_resume_in_process_for_each_optimizer_and_schedule(tmp_path: Path, train: dict) -> None:
     spec = dlforge.validate_spec(digits_spec(epochs=4, **train))
 
-    def fit(run: dlforge.Run, callbacks: list[Callback], resume: bool) -> Trainer:
-        seed_everything(0)
-        task = ImageClassification(spec)
-        prepared = task.prepare()
-        trainer = Trainer(spec.train, [*callbacks_from_spec(spec.train), *callbacks], run=run, progress=False)
-        return trainer.fit(task, prepared.model, prepared.train, prepared.val, prepared.meta, resume=resume)
-
-    straight = fit(dlforge.Run.create(tmp_path / "a", "x"), [], resume=False)
+    straight = fit_digits(spec, dlforge.Run.create(tmp_path / "a", "x"), [], resume=False)
     stopped = dlforge.Run.create(tmp_path / "b", "x")
     with pytest.raises(KeyboardInterrupt):
-        fit(stopped, [StopAt(2)], resume=False)
+        fit_digits(spec, stopped, [StopAt(2)], resume=False)
     assert len(stopped.read_metrics()) == 2
-    resumed = fit(stopped, [], resume=True)
+    resumed = fit_digits(spec, stopped, [], resume=True)
     assert resumed.epoch == straight.epoch  # early stopping's state came back with the checkpoint
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
     assert [r["val/loss"] for r in stopped.read_metrics()] == [r["val/loss"] for r in straight.history]
+
+
+def test_without_checkpoints_a_resumed_run_starts_over_cleanly(tmp_path: Path) -> None:
+    spec = dlforge.validate_spec(digits_spec(epochs=3, checkpoint=False))
+
+    run = dlforge.Run.create(tmp_path, "x")
+    with pytest.raises(KeyboardInterrupt):
+        fit_digits(spec, run, [StopAt(2)], resume=False)
+    assert not run.checkpoint_path.exists() and len(run.read_metrics()) == 2
+    resumed = fit_digits(spec, run, [], resume=True)
+    assert resumed.epoch == 3
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]  # the stopped run's rows were dropped
+    assert (run.path / "checkpoints" / "best.safetensors").exists()  # best weights are kept either way

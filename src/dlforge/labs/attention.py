@@ -153,7 +153,7 @@ def _fine_tune(out: Path, quick: bool, seed: int) -> Path:
             # quick: the 11.7M-weight word-embedding table stays as pretrained; its dense gradient and AdamW
             # state cost as much as the encoder's on a 2-core CPU.
             "model": {"name": "hf:default", "freeze": ["*word_embeddings*"] if quick else []},
-            "train": {"epochs": 1, "batch_size": 32, "scheduler": "linear", "warmup": 0.1,
+            "train": {"checkpoint": False, "epochs": 1, "batch_size": 32, "scheduler": "linear", "warmup": 0.1,
                       "optimizer": {"name": "adamw", "lr": 1e-4 if quick else 5e-5, "weight_decay": 0.01},
                       "monitor": {"metric": "val/accuracy"}, "seed": seed}}
     log.info("attention: fine-tuning hf:default on %s (1 epoch) into %s", source, out / "run")

@@ -249,7 +249,7 @@ def _transformer(method: str, n: int, csv: Path, fraction: float, split_seed: in
             "data": {"source": str(csv.resolve()), "max_length": config["max_length"],
                      "split": {"val": fraction, "test": 0.0, "seed": split_seed}},
             "model": {"name": "hf:default", "init": method if method == "random" else "pretrained"},
-            "train": {"epochs": epochs, "batch_size": config["batch_size"], "seed": config["seed"],
+            "train": {"checkpoint": False, "epochs": epochs, "batch_size": config["batch_size"], "seed": config["seed"],
                       "scheduler": "linear", "warmup": config["warmup"],
                       "optimizer": {"name": "adamw", "lr": config["lr"][method],
                                     "weight_decay": config["weight_decay"]},

@@ -159,7 +159,8 @@ class Trainer:
         if self.run is not None and self.dist.is_main:
             # Metrics row first, then the checkpoint: a kill in between leaves a row that resume drops.
             self.run.append_metrics(self.epoch_row)
-            self._save_checkpoint()
+            if self.config.checkpoint:
+                self._save_checkpoint()
         self.dist.barrier()
 
     def _optimizer_step(self) -> None:
@@ -258,8 +259,10 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         path = self.run.checkpoint_path
-        if not path.exists():
-            log.info("no checkpoint in %s yet: starting from epoch 1", self.run.path)
+        if not path.exists():  # killed before its first epoch ended, or train.checkpoint: false
+            log.info("no checkpoint in %s: starting from epoch 1", self.run.path)
+            if self.dist.is_main:
+                self.run.truncate_metrics(0)
             return
         # weights_only: the restricted unpickler (tensors and plain containers), never arbitrary code.
         state = torch.load(path, map_location=self.device, weights_only=True)
