@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import Dataset
 
 from dlforge.errors import DlforgeError
-from dlforge.spec import SpecBase
+from dlforge.spec import SpecBase, StrictModel
+
+S = TypeVar("S", bound=StrictModel)
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -112,3 +115,13 @@ class Task:
 
     def report_sections(self, run: Run) -> list[Section]:
         return []
+
+
+def prediction_settings(spec: type[S], meta: dict[str, Any], options: dict[str, Any]) -> S:
+    """The spec's `predict:` defaults (kept in meta) with a call's `options` over them, validated: a bad value
+    is a DlforgeError naming the option."""
+    try:
+        return spec(**{**meta["predict"], **options})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DlforgeError(f"prediction option {err['loc'][0]}={err['input']!r}: {err['msg']}") from None

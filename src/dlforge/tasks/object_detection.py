@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from dlforge.data.detection import DetectionSet, read_detection_set
 from dlforge.data.images import resize_square, to_uint8_tensor
-from dlforge.errors import DlforgeError
 from dlforge.registry import DETECTORS, TASKS
 from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase, StrictModel
-from dlforge.tasks.base import Prepared
+from dlforge.tasks.base import Prepared, prediction_settings
 from dlforge.tasks.dense import DenseDataSpec, DenseTask
 
 if TYPE_CHECKING:
@@ -161,11 +160,7 @@ class ObjectDetection(DenseTask):
 
     def postprocess(self, outputs: list[dict[str, torch.Tensor]], meta: dict[str, Any],
                     **options: Any) -> list[dict[str, Any]]:
-        try:
-            o = DetectionPredictSpec(**{**meta["predict"], **options})
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise DlforgeError(f"prediction option {err['loc'][0]}={err['input']!r}: {err['msg']}") from None
+        o = prediction_settings(DetectionPredictSpec, meta, options)
         classes = meta["classes"]
         results = []
         for det in outputs:

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 from torchmetrics import Metric
 
 from dlforge.data.texts import TextTable, clean, read_texts
-from dlforge.errors import DataError, DlforgeError
+from dlforge.errors import DataError
 from dlforge.models.pretrained import load_pretrained
 from dlforge.registry import LANGUAGE_MODELS, TASKS
 from dlforge.report.html import Section, table
 from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
-from dlforge.tasks.base import Prepared, Task
+from dlforge.tasks.base import Prepared, Task, prediction_settings
 from dlforge.tasks.language import LanguageModelSpec, LanguageTask, TokenDataset, text_items
 
 if TYPE_CHECKING:
@@ -95,12 +95,9 @@ class TextGeneration(LanguageTask, Task):
     def _blocks(self, table: TextTable) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
         """Documents shuffled (seeded), joined with end-of-text, tokenized as one stream, cut at the split
         fractions into train | val | test, and each part cut into blocks of `block_size` tokens."""
-        d, tok = self.spec.data, self.tokenizer_
+        d = self.spec.data
         order = np.random.default_rng(d.split.seed).permutation(len(table.texts))
-        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-        stream: list[int] = []
-        for ids in tok([table.texts[i] for i in order], verbose=False)["input_ids"]:
-            stream += ids + eos
+        stream = self._stream([table.texts[i] for i in order])
         n = len(stream)
         val_at = round(n * (1 - d.split.val - d.split.test))
         test_at = round(n * (1 - d.split.test))
@@ -108,6 +105,11 @@ class TextGeneration(LanguageTask, Task):
         if len(parts[0]) < 2:
             raise DataError(f"{d.source}: {n} tokens leave too little text to train on")
         return tuple(_chunk(p, d.block_size) for p in parts)
+
+    def _stream(self, texts: Sequence[str]) -> list[int]:
+        """The texts' tokens as one stream, each document followed by end-of-text."""
+        eos = [self.tokenizer_.eos_token_id] if self.tokenizer_.eos_token_id is not None else []
+        return [t for ids in self.tokenizer_(list(texts), verbose=False)["input_ids"] for t in ids + eos]
 
     def _read(self, source: str) -> TextTable:
         return clean(read_texts(source, self.spec.data.text_column, label_column=None), self.spec.data.on_error)
@@ -153,7 +155,7 @@ class TextGeneration(LanguageTask, Task):
 
     def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
                 ) -> list[torch.Tensor]:
-        o = _options(meta, options)
+        o = prediction_settings(GenerateSpec, meta, options)
         sample = o.temperature > 0
         kwargs = {"do_sample": sample, "max_new_tokens": o.max_new_tokens,
                   "pad_token_id": self.tokenizer_.pad_token_id}
@@ -180,9 +182,7 @@ class TextGeneration(LanguageTask, Task):
         """Token blocks: the run's held-out test part, or all of `source`."""
         if source is None:
             return self._blocks(self._read(self.spec.data.source))[2], None
-        ids = self.tokenizer_(self._read(source).texts, verbose=False)["input_ids"]
-        eos = [self.tokenizer_.eos_token_id] if self.tokenizer_.eos_token_id is not None else []
-        return _chunk([t for doc in ids for t in doc + eos], meta["preprocessing"]["block_size"]), None
+        return _chunk(self._stream(self._read(source).texts), meta["preprocessing"]["block_size"]), None
 
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
         if not items:
@@ -242,10 +242,3 @@ def _chunk(stream: list[int], size: int) -> list[list[int]]:
     """Blocks of `size` tokens; a last block shorter than 2 tokens predicts nothing and is dropped."""
     return [stream[i:i + size] for i in range(0, len(stream), size) if len(stream[i:i + size]) >= 2]
 
-
-def _options(meta: dict[str, Any], options: dict[str, Any]) -> GenerateSpec:
-    try:
-        return GenerateSpec(**{**meta["predict"], **options})
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise DlforgeError(f"prediction option {err['loc'][0]}={err['input']!r}: {err['msg']}") from None
