@@ -240,6 +240,32 @@ def report(run: RunArg) -> None:
 
 
 @app.command()
+@_friendly
+def serve(run: Annotated[Path | None, typer.Argument(help="a run directory; default $DLFORGE_RUN or /opt/ml/model "
+                                                          "(SageMaker)", show_default=False)] = None,
+          host: Annotated[str | None, typer.Option(help="bind address [default: $DLFORGE_HOST or 127.0.0.1]",
+                                                   show_default=False)] = None,
+          port: Annotated[int | None, typer.Option(help="[default: $DLFORGE_PORT, $AIP_HTTP_PORT, 8080 for "
+                                                        "SageMaker, else 8000]", show_default=False)] = None,
+          workers: Annotated[int, typer.Option(min=1, help="server processes, each with the model")] = 1,
+          backend: Annotated[str, typer.Option(help="torch, or onnx (onnxruntime; exports the run first if "
+                                                    "needed)")] = "torch",
+          device: str = "cpu",
+          set_: Annotated[list[str] | None, typer.Option("--set", help="serve.<field>=<value> over the spec's "
+                                                                      "serve: section; repeatable")] = None,
+          ) -> None:
+    """Serve a run over HTTP: native, KServe V2, SageMaker and Vertex AI routes, /metrics, and a page at /."""
+    from dlforge.errors import DlforgeError
+    from dlforge.serve import resolve
+    from dlforge.serve import serve as run_server
+
+    if backend not in ("torch", "onnx"):
+        raise DlforgeError(f"--backend {backend}: choose torch or onnx")
+    path, host, port = resolve(run, host, port)
+    run_server(path, host, port, workers=workers, backend=backend, device=device, overrides=set_ or [])
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of specs (for editor completion)."""
     import dlforge  # noqa: F401  (registers the tasks)

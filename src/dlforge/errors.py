@@ -15,3 +15,12 @@ class DataError(DlforgeError):
 
 class RunError(DlforgeError):
     """A run directory is missing, incomplete or unreadable."""
+
+
+class InputError(DlforgeError):
+    """One request's input is unusable: `field` names where (e.g. `instances[2]`); `status` is the HTTP answer
+    (400 malformed, 413 over a limit)."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.status = field, status

@@ -96,6 +96,35 @@ class TrainSpec(StrictModel):
                                                "--resume needs); off saves the time and disk of large models")
 
 
+class BatchingSpec(StrictModel):
+    max_batch_size: int = Field(32, ge=1, description="most items in one forward pass; 1 turns batching off")
+    max_wait_ms: float = Field(5.0, ge=0.0, description="how long a first request waits for others to join it")
+
+
+class LimitsSpec(StrictModel):
+    max_body_mb: float = Field(10.0, gt=0.0, description="request bodies above this get 413")
+    max_pixels: int = Field(40_000_000, ge=1, description="images with more pixels (width x height, read from the "
+                                                           "header before decoding) get 413")
+    max_batch: int = Field(256, ge=1, description="most instances in one request")
+    max_text_chars: int = Field(100_000, ge=1, description="longest text accepted")
+    timeout_s: float = Field(30.0, gt=0.0, description="a request not answered by then gets 504")
+
+
+class RequestLogSpec(StrictModel):
+    sample: float = Field(0.0, ge=0.0, le=1.0, description="share of requests whose inputs and predictions are "
+                                                         "logged (0 = off), for `dlforge monitor --from-log`")
+    path: str | None = Field(None, description="SQLite file; default <run>/serve/requests.sqlite, or "
+                                               "$DLFORGE_REQUEST_LOG")
+
+
+class ServeSpec(StrictModel):
+    """`serve:`: how `dlforge serve` runs this model; `--set serve.<field>=...` overrides at start."""
+
+    batching: BatchingSpec = BatchingSpec()
+    limits: LimitsSpec = LimitsSpec()
+    request_log: RequestLogSpec = RequestLogSpec()
+
+
 class SpecBase(StrictModel):
     """Fields every task's spec has. Task files subclass this with their own `data` and `model`."""
 
@@ -103,6 +132,7 @@ class SpecBase(StrictModel):
     task: str
     description: str = ""
     train: TrainSpec = TrainSpec()
+    serve: ServeSpec = ServeSpec()
 
 
 def resolve_path(value: str, info: ValidationInfo) -> str:

@@ -7,6 +7,7 @@ built, so a corrupt file is reported by name before training starts, never mid-e
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -153,13 +154,15 @@ def digits() -> ImageSet:
 
 
 def to_uint8_tensor(item: Any, channels: int) -> torch.Tensor:
-    """A path, PIL image or array (HxW, HxWxC; uint8, or float in [0, 1]) -> (C, H, W) uint8."""
-    if isinstance(item, str | Path):
+    """A path, the bytes of an image file, a PIL image or an array (HxW, HxWxC; uint8, or float in [0, 1])
+    -> (C, H, W) uint8."""
+    if isinstance(item, str | Path | bytes):
         try:
-            with Image.open(item) as im:
+            with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as im:
                 item = im.convert("L" if channels == 1 else "RGB")
         except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"{item}: cannot read image: {e}") from None
+            name = "image bytes" if isinstance(item, bytes) else item
+            raise DataError(f"{name}: cannot read image: {e}") from None
     if isinstance(item, Image.Image):
         item = np.asarray(item.convert("L" if channels == 1 else "RGB"))
     array = np.asarray(item)

@@ -24,6 +24,7 @@ CALIBRATION_BINS = 15
 
 class ClassificationTask(Task):
     default_monitor = "val/accuracy"
+    graph_outputs = ("logits",)  # (B, K)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)  # outputs: (B, K) logits, targets: (B,)
@@ -39,7 +40,7 @@ class ClassificationTask(Task):
     def postprocess(self, outputs: torch.Tensor, meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
         classes = meta["classes"]
         probs = outputs.float().softmax(dim=-1)  # (B, K)
-        return [{"label": classes[int(p.argmax())], "confidence": float(p.max()),
+        return [{"label": classes[int(p.argmax())], "confidence": round(float(p.max()), 6),
                  "probabilities": {c: round(float(q), 6) for c, q in zip(classes, p, strict=True)}}
                 for p in probs]
 

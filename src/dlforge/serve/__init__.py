@@ -1,0 +1,68 @@
+"""`dlforge serve`: a finished run behind HTTP (FastAPI on uvicorn).
+
+Where the run and the port come from, first match wins:
+- run: the RUN argument, $DLFORGE_RUN, or /opt/ml/model (where SageMaker puts the model when it runs
+  `docker run IMAGE serve`);
+- port: --port, $DLFORGE_PORT, $AIP_HTTP_PORT (Vertex AI), 8080 when the run is SageMaker's, else 8000;
+- host: --host, $DLFORGE_HOST, 127.0.0.1 (a container image sets 0.0.0.0).
+
+uvicorn handles SIGTERM gracefully: it stops accepting, lets in-flight requests finish (up to
+`GRACE_S`), then the app's lifespan closes the batcher and the request log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dlforge.errors import DlforgeError
+
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
+GRACE_S = 30
+_CONFIG_ENV = "DLFORGE_SERVE_CONFIG"  # how `serve` hands its arguments to uvicorn's worker processes
+
+
+def resolve(run: str | os.PathLike | None, host: str | None, port: int | None) -> tuple[Path, str, int]:
+    """The run directory, host and port, from the arguments, the environment, or SageMaker's conventions."""
+    sagemaker = run is None and not os.environ.get("DLFORGE_RUN")
+    path = Path(run or os.environ.get("DLFORGE_RUN") or SAGEMAKER_MODEL_DIR)
+    if sagemaker and not path.exists():
+        raise DlforgeError(f"no run to serve: give one (dlforge serve RUN), set DLFORGE_RUN, or put it in {path}")
+    host = host or os.environ.get("DLFORGE_HOST") or "127.0.0.1"
+    env_port = os.environ.get("DLFORGE_PORT") or os.environ.get("AIP_HTTP_PORT")
+    try:
+        port = port or (int(env_port) if env_port else 8080 if sagemaker else 8000)
+    except ValueError:
+        raise DlforgeError(f"DLFORGE_PORT / AIP_HTTP_PORT: {env_port!r} is not a port number") from None
+    return path, host, port
+
+
+def serve(run: Path, host: str, port: int, workers: int = 1, backend: str = "torch", device: str = "cpu",
+          overrides: list[str] | tuple[str, ...] = ()) -> None:
+    """Run the server until SIGTERM / Ctrl-C. The model is loaded (and its errors reported) before binding."""
+    import uvicorn
+
+    from dlforge.serve.app import load_served
+
+    config = {"run": str(run), "backend": backend, "device": device, "overrides": list(overrides)}
+    served = load_served(**config)  # fail here, with a clear message, rather than inside a worker
+    os.environ[_CONFIG_ENV] = json.dumps(config)
+    if workers == 1:
+        from dlforge.serve.app import create_app
+
+        uvicorn.run(create_app(served), host=host, port=port, timeout_graceful_shutdown=GRACE_S,
+                    log_level="info", access_log=False)
+    else:  # each worker process loads the model itself
+        if served.request_log is not None:
+            served.request_log.close()
+        uvicorn.run("dlforge.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    timeout_graceful_shutdown=GRACE_S, log_level="info", access_log=False)
+
+
+def app_from_env() -> Any:
+    """uvicorn's factory in each worker process: the app for the run `serve` was given."""
+    from dlforge.serve.app import create_app, load_served
+
+    return create_app(load_served(**json.loads(os.environ[_CONFIG_ENV])))

@@ -1,0 +1,204 @@
+"""Wire formats: how one JSON instance (or uploaded file) becomes an item the Predictor takes.
+
+Each task names its format (`Task.wire`), so the server, its OpenAPI schema and its try-it page never
+branch on a task's name: a new task picks one of these, or adds its own.
+
+Decoding is where untrusted input is checked: every failure is an `InputError` naming the field,
+with 400 for malformed input and 413 for input over a limit (an image's pixel count is read from
+its header before a single pixel is decoded, so a decompression bomb costs nothing).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from dlforge.errors import InputError
+
+
+class Limits(Protocol):
+    max_pixels: int
+    max_text_chars: int
+
+
+class Wire:
+    kind: ClassVar[str]  # what the try-it page shows: "image", "text" or "series"
+
+    def decode(self, value: Any, field: str, limits: Limits) -> Any:
+        """One JSON instance (or raw bytes of an upload) -> one Predictor item."""
+        raise NotImplementedError
+
+    def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """JSON Schema of one instance, for /openapi.json and /metadata."""
+        raise NotImplementedError
+
+
+class ImageWire(Wire):
+    """A base64 string (a data URL prefix is allowed), {"b64": ...}, raw bytes of an upload, or an (H, W[, C])
+    array of uint8 (nested lists, as KServe V2 UINT8 tensors arrive)."""
+
+    kind = "image"
+
+    def decode(self, value: Any, field: str, limits: Limits) -> Any:
+        if isinstance(value, dict) and set(value) == {"b64"}:
+            value, field = value["b64"], f"{field}.b64"
+        if isinstance(value, str):
+            value = _b64(value, field)
+        if isinstance(value, bytes | bytearray):
+            return _open_image(bytes(value), field, limits.max_pixels)
+        if isinstance(value, list | np.ndarray):
+            array = np.asarray(value)
+            if array.ndim not in (2, 3) or array.dtype.kind not in "iu" or array.size == 0:
+                raise InputError(field, f"an image array must be (H, W) or (H, W, C) integers, got shape "
+                                        f"{array.shape} of {array.dtype}")
+            if array.shape[0] * array.shape[1] > limits.max_pixels:
+                raise InputError(field, f"{array.shape[1]}x{array.shape[0]} pixels is over the limit of "
+                                        f"{limits.max_pixels}", 413)
+            if array.min() < 0 or array.max() > 255:
+                raise InputError(field, "image array values must lie in 0..255")
+            return array.astype(np.uint8)
+        raise InputError(field, f"expected an image as a base64 string, got {_kind(value)}")
+
+    def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"oneOf": [{"type": "string", "contentEncoding": "base64", "description": "a PNG/JPEG/... file"},
+                          {"type": "object", "properties": {"b64": {"type": "string"}}, "required": ["b64"],
+                           "additionalProperties": False}]}
+
+
+class TextWire(Wire):
+    """A string, or {"text": ...}."""
+
+    kind = "text"
+
+    def decode(self, value: Any, field: str, limits: Limits) -> str:
+        if isinstance(value, dict) and set(value) == {"text"}:
+            value, field = value["text"], f"{field}.text"
+        if isinstance(value, bytes):
+            try:
+                value = value.decode()
+            except UnicodeDecodeError:
+                raise InputError(field, "text is not valid UTF-8") from None
+        if not isinstance(value, str):
+            raise InputError(field, f"expected a text (string), got {_kind(value)}")
+        if not value.strip():
+            raise InputError(field, "the text is empty")
+        if len(value) > limits.max_text_chars:
+            raise InputError(field, f"{len(value)} characters is over the limit of {limits.max_text_chars}", 413)
+        return value
+
+    def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"oneOf": [{"type": "string", "minLength": 1},
+                          {"type": "object", "properties": {"text": {"type": "string", "minLength": 1}},
+                           "required": ["text"], "additionalProperties": False}]}
+
+
+class SeriesWire(Wire):
+    """{"series_id": ..., "history": {"timestamp": [...], "<column>": [...]}, "future": {...}, "static": {...}}:
+    columns as lists (or a list of row objects), timestamps as ISO strings. A JSON string of that object is
+    accepted too (KServe V2 BYTES)."""
+
+    kind = "series"
+
+    def decode(self, value: Any, field: str, limits: Limits) -> dict[str, Any]:
+        if isinstance(value, str | bytes):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise InputError(field, "expected a series object (or its JSON)") from None
+        if not isinstance(value, dict):
+            raise InputError(field, f"expected a series object with a history, got {_kind(value)}")
+        unknown = sorted(set(value) - {"series_id", "history", "future", "static"})
+        if unknown:
+            raise InputError(f"{field}.{unknown[0]}", "unknown key; a series has series_id, history, future, static")
+        if "history" not in value:
+            raise InputError(f"{field}.history", "missing: the series' past values")
+        static = value.get("static") or {}
+        if not isinstance(static, dict):
+            raise InputError(f"{field}.static", f"expected an object, got {_kind(static)}")
+        return {"series_id": str(value.get("series_id", "series")), "history": _frame(value["history"],
+                f"{field}.history"), "future": None if value.get("future") is None else
+                _frame(value["future"], f"{field}.future"), "static": static}
+
+    def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
+        enc = meta.get("encoding", {})
+        columns = [enc.get("target", "value"), *enc.get("past", []), *enc.get("known_future", [])]
+        frame = {"type": "object", "description": "columns as lists: timestamp (ISO 8601) and "
+                                                  + ", ".join(columns),
+                 "properties": {"timestamp": {"type": "array", "items": {"type": "string"}}},
+                 "required": ["timestamp"], "additionalProperties": {"type": "array"}}
+        return {"type": "object", "required": ["history"], "additionalProperties": False,
+                "properties": {"series_id": {"type": "string"}, "history": frame, "future": frame,
+                               "static": {"type": "object"}}}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _b64(text: str, field: str) -> bytes:
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]  # data:image/png;base64,....
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(field, "invalid base64") from None
+
+
+def _open_image(data: bytes, field: str, max_pixels: int) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise InputError(field, "the image is empty")
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InputError(field, "not an image file PIL can read (PNG, JPEG, ...)") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InputError(field, f"{width}x{height} pixels is over the limit of {max_pixels}", 413)
+    try:
+        image.load()  # now decode: a truncated file fails here
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InputError(field, f"the image cannot be decoded ({e})") from None
+    return image
+
+
+def _frame(value: Any, field: str) -> Any:
+    """Columns as lists, or a list of row objects -> a DataFrame on a DatetimeIndex."""
+    import pandas as pd
+
+    if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+        columns = {k for row in value for k in row}
+        value = {k: [row.get(k) for row in value] for k in sorted(columns)}
+    if not isinstance(value, dict):
+        raise InputError(field, f"expected columns as an object of lists, got {_kind(value)}")
+    if "timestamp" not in value:
+        raise InputError(f"{field}.timestamp", "missing: one ISO 8601 time per step")
+    lengths = {k: len(v) if isinstance(v, list) else -1 for k, v in value.items()}
+    bad = next((k for k, n in lengths.items() if n < 0), None)
+    if bad is not None:
+        raise InputError(f"{field}.{bad}", f"expected a list, got {_kind(value[bad])}")
+    if len(set(lengths.values())) > 1:
+        raise InputError(field, f"columns differ in length: {lengths}")
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(value["timestamp"]))
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"{field}.timestamp", "not ISO 8601 times") from None
+    columns = {}
+    for name, values in value.items():
+        if name == "timestamp":
+            continue
+        try:
+            columns[name] = np.asarray(values, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise InputError(f"{field}.{name}", "expected numbers (null for missing)") from None
+    return pd.DataFrame(columns, index=index)
