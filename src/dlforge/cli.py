@@ -266,6 +266,25 @@ def serve(run: Annotated[Path | None, typer.Argument(help="a run directory; defa
 
 
 @app.command()
+@_friendly
+def package(run: RunArg,
+            out_dir: Annotated[Path, typer.Option("--out", help="the build context to write (a new or empty folder)")],
+            gpu: Annotated[bool, typer.Option("--gpu", help="a CUDA base image and a GPU resource limit")] = False,
+            name: Annotated[str | None, typer.Option(help="Kubernetes name [default: the spec's name]",
+                                                     show_default=False)] = None,
+            image: Annotated[str | None, typer.Option(help="image reference used in the manifests",
+                                                      show_default=False)] = None,
+            wheel: Annotated[Path | None, typer.Option(help="install this dlforge wheel instead of the index's",
+                                                       show_default=False)] = None,
+            overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False) -> None:
+    """A Docker build context for a run: Dockerfile, Kubernetes and KServe manifests, a deploy README."""
+    from dlforge.package import package_run
+
+    path = package_run(run, out_dir, gpu=gpu, name=name, image=image, wheel=wheel, overwrite=overwrite)
+    out.print(f"build context: {path}\n  docker build -t {image or path.name} {path}\n  see {path / 'README.md'}")
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of specs (for editor completion)."""
     import dlforge  # noqa: F401  (registers the tasks)

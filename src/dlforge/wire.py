@@ -160,6 +160,8 @@ def _open_image(data: bytes, field: str, max_pixels: int) -> Any:
         raise InputError(field, "the image is empty")
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as e:  # PIL's own limit, when ours is set higher
+        raise InputError(field, f"over the limit of {max_pixels} pixels ({e})", 413) from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise InputError(field, "not an image file PIL can read (PNG, JPEG, ...)") from None
     width, height = image.size

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ def serve(run: Path, host: str, port: int, workers: int = 1, backend: str = "tor
 
     from dlforge.serve.app import load_served
 
+    # uvicorn drains on SIGTERM, then re-raises the signal it caught under the handler it found: a no-op here,
+    # so a graceful stop exits 0 (not 143), as container runtimes and process managers expect.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     config = {"run": str(run), "backend": backend, "device": device, "overrides": list(overrides)}
     served = load_served(**config)  # fail here, with a clear message, rather than inside a worker
     os.environ[_CONFIG_ENV] = json.dumps(config)

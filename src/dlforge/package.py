@@ -1,0 +1,385 @@
+"""`dlforge package`: a finished run as a Docker build context, with manifests to deploy it.
+
+    <out>/
+        Dockerfile             python:3.12-slim (a CUDA base with --gpu), dlforge, uid 10001; runs `dlforge serve`
+        model/                 the run directory, only what serving reads
+        k8s/                   deployment.yaml, service.yaml, hpa.yaml, pdb.yaml
+        kserve/                inferenceservice.yaml (Open Inference Protocol V2)
+        example.json           {"instances": [...]} for this model; example-v2.json, its V2 form
+        README.md              build, run, call; deploy on Kubernetes, KServe, SageMaker, Vertex AI, Azure ML
+
+The context is built in a hidden sibling folder and renamed into place: `out` is never half written.
+YAML is written with PyYAML; only the Dockerfile and the README are text templates.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from importlib.metadata import version as installed_version
+from importlib.resources import files
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+from dlforge.errors import DlforgeError
+from dlforge.run import Run
+
+CPU_BASE = "python:3.12-slim"
+# The torch wheel brings its own CUDA and cuDNN libraries: the image needs the driver hooks, not a second copy.
+GPU_BASE = "nvidia/cuda:13.0.0-base-ubuntu24.04"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+PORT, UID = 8080, 10001
+SERVING_FILES = ("spec.yaml", "meta.json", "model.safetensors", "eval.json", "profile.json", "COMPLETE")
+SERVING_DIRS = ("assets", "export")
+_DNS = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+MAX_NAME = 40  # KServe and Knative append suffixes (-predictor-00001-deployment-...) within 63 characters
+
+
+def package_run(run_dir: str | os.PathLike, out: str | os.PathLike, gpu: bool = False, name: str | None = None,
+                image: str | None = None, wheel: str | os.PathLike | None = None, overwrite: bool = False,
+                base_image: str | None = None) -> Path:
+    """Write the Docker build context of the finished run `run_dir` to `out`; returns `out`.
+
+    `name` names the Kubernetes objects (default: the spec's name, made a DNS label); `image` is the image
+    reference the manifests and README use (default `<name>:<dlforge version>`); `wheel`, a dlforge wheel
+    to install instead of `dlforge==<version>` from the package index.
+    """
+    run, out = Run.open(run_dir), Path(out)
+    if not run.weights_path.is_file():
+        raise DlforgeError(f"{run.path}: no model.safetensors to package")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise DlforgeError(f"{out}: exists and is not an empty folder (pass overwrite to replace it)")
+    wheel = Path(wheel) if wheel is not None else None
+    if wheel is not None and not (wheel.is_file() and wheel.name.endswith(".whl")):
+        raise DlforgeError(f"{wheel}: not a wheel file (.whl)")
+
+    meta, spec = run.read_meta(), yaml.safe_load(run.spec_path.read_text())
+    name = _checked_name(name) if name else dns_label(spec.get("name") or run.path.name)
+    v = installed_version("dlforge")
+    ctx = {"name": name, "image": image or f"{name}:{v}", "version": v, "task": meta["task"], "gpu": gpu,
+           "run_name": run.path.name, "model_name": spec.get("name") or name,
+           "base": base_image or (GPU_BASE if gpu else CPU_BASE),
+           "memory_mi": _memory_mi(run.weights_path.stat().st_size)}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        _copy_model(run.path, tmp / "model")
+        if wheel is not None:
+            (tmp / "wheels").mkdir()
+            shutil.copy2(wheel, tmp / "wheels" / wheel.name)
+        (tmp / "Dockerfile").write_text(dockerfile(ctx, wheel.name if wheel else None))
+        (tmp / ".dockerignore").write_text("k8s/\nkserve/\nREADME.md\nexample*.json\n")
+        for path, doc in manifests(ctx).items():
+            (tmp / path).parent.mkdir(exist_ok=True)
+            (tmp / path).write_text(yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False))
+        example = example_instance(meta)
+        _write_json(tmp / "example.json", {"instances": [example]})
+        _write_json(tmp / "example-v2.json", {"inputs": [v2_input(example)]})
+        (tmp / "README.md").write_text(readme(ctx, meta, example))
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# ---------------------------------------------------------------- names
+
+
+def dns_label(text: str) -> str:
+    """A DNS-1035 label (lowercase letters, digits, '-', starting with a letter) of at most MAX_NAME characters."""
+    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    label = re.sub(r"^[^a-z]+", "", label)[:MAX_NAME].rstrip("-")
+    return label or "model"
+
+
+def _checked_name(name: str) -> str:
+    if len(name) > MAX_NAME or not _DNS.fullmatch(name):
+        raise DlforgeError(f"name {name!r}: must be lowercase letters, digits and '-', start with a letter, end "
+                           f"with a letter or digit, at most {MAX_NAME} characters (e.g. {dns_label(name)!r})")
+    return name
+
+
+# ---------------------------------------------------------------- the Dockerfile
+
+
+def dockerfile(ctx: dict[str, Any], wheel: str | None = None) -> str:
+    if ctx["gpu"]:
+        setup = ("RUN apt-get update \\\n && apt-get install -y --no-install-recommends python3 python3-venv \\\n"
+                 " && rm -rf /var/lib/apt/lists/* \\\n && python3 -m venv /opt/venv")
+        index = ""
+    else:
+        setup, index = "RUN python -m venv /opt/venv", f"--extra-index-url {CPU_TORCH_INDEX} "
+    if wheel:  # a bind mount: the wheel is read at build time and never lands in a layer
+        install = (f"RUN --mount=type=bind,source=wheels,target=/tmp/wheels \\\n"
+                   f"    pip install --no-cache-dir {index}/tmp/wheels/{wheel}")
+    else:
+        install = f'RUN pip install --no-cache-dir {index}"dlforge=={ctx["version"]}"'
+    return _template("Dockerfile.in").substitute(ctx, python_setup=setup, install=install)
+
+
+def entrypoint_command(context: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
+    """The argv (ENTRYPOINT + CMD, exec form) and the ENV of the Dockerfile in `context`: what the container
+    runs. Variables in ENV values are not expanded."""
+    path = Path(context) / "Dockerfile"
+    if not path.is_file():
+        raise DlforgeError(f"{path}: no Dockerfile")
+    entrypoint: list[str] = []
+    cmd: list[str] = []
+    env: dict[str, str] = {}
+    for line in re.sub(r"\\\n", " ", path.read_text()).splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        instruction = instruction.upper()
+        if instruction in ("ENTRYPOINT", "CMD"):
+            try:
+                argv = json.loads(rest)
+            except json.JSONDecodeError:
+                argv = None
+            if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+                raise DlforgeError(f"{path}: {instruction} is not in exec form (a JSON list of strings): {rest}")
+            entrypoint, cmd = (argv, []) if instruction == "ENTRYPOINT" else (entrypoint, argv)
+        elif instruction == "ENV":
+            words = shlex.split(rest)
+            if words and "=" not in words[0]:  # the old `ENV KEY value` form
+                env[words[0]] = " ".join(words[1:])
+            else:
+                env.update(w.split("=", 1) for w in words)
+    if not entrypoint + cmd:
+        raise DlforgeError(f"{path}: no ENTRYPOINT or CMD")
+    return entrypoint + cmd, env
+
+
+# ---------------------------------------------------------------- Kubernetes and KServe
+
+
+def manifests(ctx: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """path in the context -> one Kubernetes object."""
+    name = ctx["name"]
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/version": ctx["version"],
+              "app.kubernetes.io/component": "model-server", "app.kubernetes.io/managed-by": "dlforge"}
+    selector = {"app.kubernetes.io/name": name}
+    meta = {"name": name, "labels": labels}
+    volume_mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    container = {"name": "server", "image": ctx["image"], "imagePullPolicy": "IfNotPresent",
+                 "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                 "env": _env(ctx, HOME="/tmp"), "resources": _resources(ctx),
+                 "startupProbe": _probe("/health/live", period=5, failures=60),
+                 "livenessProbe": _probe("/health/live", period=10, failures=3),
+                 "readinessProbe": _probe("/health/ready", period=5, failures=2),
+                 "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
+                 "volumeMounts": volume_mounts}
+    pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                       "whenUnsatisfiable": "ScheduleAnyway",
+                                       "labelSelector": {"matchLabels": selector}}]}
+    if ctx["gpu"]:
+        pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+        "spec": {"replicas": 2, "selector": {"matchLabels": selector},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                 "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+               "spec": {"type": "ClusterIP", "selector": selector,
+                        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta,
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicas": 2, "maxReplicas": 10,
+                    "metrics": [{"type": "Resource", "resource": {
+                        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}}
+    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
+           "spec": {"minAvailable": 1, "selector": {"matchLabels": selector}}}
+    return {"k8s/deployment.yaml": deployment, "k8s/service.yaml": service, "k8s/hpa.yaml": hpa,
+            "k8s/pdb.yaml": pdb, "kserve/inferenceservice.yaml": inference_service(ctx, labels)}
+
+
+def inference_service(ctx: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """A KServe custom predictor: this image as `kserve-container`; the PROTOCOL env tells KServe it speaks V2.
+    Knative (KServe's serverless mode) allows one port, no pod-level securityContext and, by default, no
+    emptyDir: so the root filesystem stays writable here."""
+    container = {"name": "kserve-container", "image": ctx["image"],
+                 "ports": [{"containerPort": PORT, "protocol": "TCP"}],
+                 "env": [{"name": "PROTOCOL", "value": "v2"}, *_env(ctx)], "resources": _resources(ctx),
+                 "readinessProbe": _probe("/health/ready", period=5, failures=2),
+                 "livenessProbe": _probe("/health/live", period=10, failures=3),
+                 "securityContext": {**_container_security(), "runAsNonRoot": True, "runAsUser": UID}}
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": ctx["name"], "labels": labels},
+            "spec": {"predictor": {"minReplicas": 1, "maxReplicas": 10, "containers": [container]}}}
+
+
+def _env(ctx: dict[str, Any], **extra: str) -> list[dict[str, Any]]:
+    plain = {"DLFORGE_RUN": "/opt/ml/model", "DLFORGE_HOST": "0.0.0.0", "DLFORGE_PORT": str(PORT), **extra}
+    key = {"name": "DLFORGE_API_KEY", "valueFrom": {"secretKeyRef": {
+        "name": f"{ctx['name']}-api-key", "key": "api-key", "optional": True}}}
+    return [*({"name": k, "value": v} for k, v in plain.items()), key]
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": PORT}, "periodSeconds": period, "timeoutSeconds": 3,
+            "failureThreshold": failures}
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _memory_mi(weights_bytes: int) -> int:
+    """Memory request in MiB: a base for Python, torch and the server, plus 4x the weights; to 256 MiB steps."""
+    need = 1024 + 4 * weights_bytes / 2**20
+    return int(-(-need // 256) * 256)
+
+
+def _resources(ctx: dict[str, Any]) -> dict[str, Any]:
+    memory = ctx["memory_mi"]
+    resources = {"requests": {"cpu": "500m", "memory": f"{memory}Mi"},
+                 "limits": {"cpu": "2", "memory": f"{2 * memory}Mi"}}
+    if ctx["gpu"]:
+        resources["limits"]["nvidia.com/gpu"] = 1
+    return resources
+
+
+# ---------------------------------------------------------------- examples and the README
+
+
+def example_instance(meta: dict[str, Any]) -> Any:
+    """One request instance in the task's wire format: a base64 PNG, a text or a series."""
+    from dlforge.registry import TASKS
+
+    wire = getattr(TASKS.get(meta["task"]), "wire", None)
+    kind = getattr(wire, "kind", "text")
+    if kind == "image":
+        return _example_image(meta.get("preprocessing", {}))
+    if kind == "series":
+        return _example_series(meta["encoding"])
+    return "The film was a gripping, beautiful surprise."
+
+
+def v2_input(instance: Any) -> dict[str, Any]:
+    """The instance as one Open Inference Protocol V2 input (BYTES: a base64 image, a text or a series' JSON)."""
+    data = instance if isinstance(instance, str) else json.dumps(instance)
+    return {"name": "input", "shape": [1], "datatype": "BYTES", "data": [data]}
+
+
+def _example_image(prep: dict[str, Any]) -> str:
+    from PIL import Image
+
+    size = prep.get("image_size") or 32
+    height, width = (size, size) if isinstance(size, int) else size
+    mode = "L" if prep.get("channels") == 1 else "RGB"
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), 128 if mode == "L" else (128, 128, 128)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _example_series(enc: dict[str, Any]) -> dict[str, Any]:
+    import pandas as pd
+
+    steps = pd.date_range(end="2024-01-01", periods=enc["lookback"], freq=enc["freq"])
+    history = {"timestamp": [t.isoformat() for t in steps]}
+    history.update({c: [0.0] * len(steps) for c in [enc["target"], *enc.get("past", []), *enc.get("known_future", [])]})
+    example: dict[str, Any] = {"series_id": next(iter(enc.get("scales") or {}), "series"), "history": history}
+    if enc.get("known_future"):
+        ahead = pd.date_range(steps[-1], periods=enc["horizon"] + 1, freq=enc["freq"])[1:]
+        example["future"] = {"timestamp": [t.isoformat() for t in ahead],
+                             **{c: [0.0] * len(ahead) for c in enc["known_future"]}}
+    return example
+
+
+def readme(ctx: dict[str, Any], meta: dict[str, Any], example: Any) -> str:
+    classes = meta.get("classes")
+    classes_line = ""
+    if classes:
+        shown = ", ".join(f"`{c}`" for c in classes[:20]) + (", ..." if len(classes) > 20 else "")
+        classes_line = f"It predicts {len(classes)} classes: {shown}."
+    shown_example = json.dumps({"instances": [example]}, indent=2)
+    if len(shown_example) > 1500:
+        shown_example = shown_example[:1500] + "\n..."
+    gpu = ctx["gpu"]
+    azure = {"$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
+             "name": "blue", "endpoint_name": ctx["name"],
+             "environment": {"image": f"MYREGISTRY.azurecr.io/{ctx['name']}:{ctx['version']}", "inference_config": {
+                 "liveness_route": {"port": PORT, "path": "/health/live"},
+                 "readiness_route": {"port": PORT, "path": "/health/ready"},
+                 "scoring_route": {"port": PORT, "path": "/predict"}}},
+             "instance_type": "Standard_NC4as_T4_v3" if gpu else "Standard_DS3_v2", "instance_count": 1}
+    memory = ctx["memory_mi"]
+    return _template("README.md.in").substitute(
+        ctx, classes_line=classes_line, example=shown_example, azure_yaml=yaml.safe_dump(azure, sort_keys=False),
+        instance_note=" (a base64 PNG; encode your own with `base64 -w0 image.png`)" if _is_png(example) else "",
+        base_note=f"`{ctx['base']}`" + (" (the torch wheel brings CUDA and cuDNN)" if gpu else ""),
+        gpu_flag="--gpus all " if gpu else "",
+        gpu_note="\nThe host needs an NVIDIA driver recent enough for the CUDA of the torch wheel and the "
+                 "NVIDIA Container Toolkit.\n" if gpu else "",
+        resources_note=f"{memory} MiB of memory requested ({2 * memory} MiB limit), 0.5 to 2 CPUs"
+                       + (" and one `nvidia.com/gpu`" if gpu else ""),
+        sagemaker_instance="ml.g5.xlarge" if gpu else "ml.m5.xlarge",
+        vertex_machine="n1-standard-8" if gpu else "n1-standard-4",
+        vertex_gpu=" \\\n    --accelerator=type=nvidia-tesla-t4,count=1" if gpu else "")
+
+
+def _is_png(example: Any) -> bool:
+    return isinstance(example, str) and example.startswith("iVBORw0KGgo")  # b"\x89PNG\r\n\x1a\n" in base64
+
+
+# ---------------------------------------------------------------- files
+
+
+def _template(name: str) -> Template:
+    return Template((files("dlforge") / "templates" / "package" / name).read_text())
+
+
+def _copy_model(run: Path, dest: Path) -> None:
+    """Copy what serving reads, world-readable: in the image it stays root's, and the server runs as uid 10001
+    (run files are written 0600)."""
+    dest.mkdir()
+    for name in SERVING_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, dest / name)
+    for name in SERVING_DIRS:
+        if (run / name).is_dir():
+            shutil.copytree(run / name, dest / name)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """safe_dump without anchors and aliases (&id001 / *id001) where one dict appears twice."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Rename the finished context onto `out`; an existing `out` (empty, or overwrite) goes only after."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
