@@ -52,7 +52,10 @@ class ImageWire(Wire):
         if isinstance(value, bytes | bytearray):
             return _open_image(bytes(value), field, limits.max_pixels)
         if isinstance(value, list | np.ndarray):
-            array = np.asarray(value)
+            try:
+                array = np.asarray(value)
+            except (ValueError, TypeError):  # ragged nested lists
+                raise InputError(field, "an image array must be (H, W) or (H, W, C) integers") from None
             if array.ndim not in (2, 3) or array.dtype.kind not in "iu" or array.size == 0:
                 raise InputError(field, f"an image array must be (H, W) or (H, W, C) integers, got shape "
                                         f"{array.shape} of {array.dtype}")

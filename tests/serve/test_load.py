@@ -1,0 +1,86 @@
+"""Load, fuzzing and a person's view: many concurrent clients, schemathesis against /openapi.json, and the
+try-it page in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+import dlforge
+from tests.serve.conftest import assert_same_predictions, digit_pngs, png_bytes
+
+CLIENTS, REQUESTS = 32, 50
+
+
+def test_32_clients_x_50_requests(digits_server, trained_run) -> None:
+    images = digit_pngs(64, seed=9)
+    offline = dlforge.load(trained_run.path)
+    expected = [offline.predict([base64.b64decode(i)])[0] for i in images]
+
+    def client(k: int) -> list[tuple[int, int, dict]]:
+        answers = []
+        with httpx.Client(base_url=digits_server.url, timeout=60) as c:
+            for j in range(REQUESTS):
+                i = (k * REQUESTS + j) % len(images)
+                r = c.post("/predict", json={"instances": [images[i]]})
+                answers.append((i, r.status_code, r.json()))
+        return answers
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        answers = [a for chunk in pool.map(client, range(CLIENTS)) for a in chunk]
+    seconds = time.perf_counter() - started
+    statuses = [status for _, status, _ in answers]
+    assert len(answers) == CLIENTS * REQUESTS
+    assert statuses.count(200) == len(answers), {s: statuses.count(s) for s in set(statuses)}
+    assert_same_predictions([body["predictions"][0] for _, _, body in answers], [expected[i] for i, _, _ in answers])
+    assert seconds < 120, f"{len(answers)} requests took {seconds:.0f} s"
+
+
+def test_schemathesis_finds_no_server_error(digits_server) -> None:
+    """Property-based requests generated from the server's own OpenAPI schema: never a 5xx."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{digits_server.url}/openapi.json",
+         "--checks", "not_a_server_error", "--phases", "examples,coverage,fuzzing", "--max-examples", "25",
+         "--max-time", "40", "--seed", "0", "--suppress-health-check", "all", "--workers", "2",
+         "--exclude-path", "/metrics"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert httpx.get(f"{digits_server.url}/health/ready").status_code == 200
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by `make test` (Debian package)")
+def test_the_page_predicts_an_uploaded_image(digits_server, trained_run, tmp_path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    image = tmp_path / "digit.png"
+    image.write_bytes(base64.b64decode(digit_pngs(1, seed=10)[0]))
+    expected = dlforge.load(trained_run.path).predict([str(image)])[0]["label"]
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(digits_server.url + "/")
+        page.wait_for_function("document.getElementById('about').textContent.includes('image_classification')")
+        assert page.is_visible("#file") and not page.is_visible("#text")
+        page.set_input_files("#file", str(image))
+        page.click("#go")
+        page.wait_for_function("document.getElementById('label').textContent.length > 0", timeout=30_000)
+        label = page.text_content("#label")
+        bars = page.locator(".bar").count()
+        browser.close()
+    assert errors == []
+    assert label.startswith(expected + " (")
+    assert bars == len(trained_run.read_meta()["classes"])
