@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import dlforge
-from tests.serve.conftest import assert_same_predictions, digit_pngs, png_bytes
+from tests.serve.conftest import assert_same_predictions, digit_pngs
 
 CLIENTS, REQUESTS = 32, 50
 
