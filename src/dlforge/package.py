@@ -14,8 +14,6 @@ YAML is written with PyYAML; only the Dockerfile and the README are text templat
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import re
@@ -262,44 +260,13 @@ def example_instance(meta: dict[str, Any]) -> Any:
     """One request instance in the task's wire format: a base64 PNG, a text or a series."""
     from dlforge.registry import TASKS
 
-    wire = getattr(TASKS.get(meta["task"]), "wire", None)
-    kind = getattr(wire, "kind", "text")
-    if kind == "image":
-        return _example_image(meta.get("preprocessing", {}))
-    if kind == "series":
-        return _example_series(meta["encoding"])
-    return "The film was a gripping, beautiful surprise."
+    return TASKS.get(meta["task"]).wire.example(meta)
 
 
 def v2_input(instance: Any) -> dict[str, Any]:
     """The instance as one Open Inference Protocol V2 input (BYTES: a base64 image, a text or a series' JSON)."""
     data = instance if isinstance(instance, str) else json.dumps(instance)
     return {"name": "input", "shape": [1], "datatype": "BYTES", "data": [data]}
-
-
-def _example_image(prep: dict[str, Any]) -> str:
-    from PIL import Image
-
-    size = prep.get("image_size") or 32
-    height, width = (size, size) if isinstance(size, int) else size
-    mode = "L" if prep.get("channels") == 1 else "RGB"
-    buffer = io.BytesIO()
-    Image.new(mode, (width, height), 128 if mode == "L" else (128, 128, 128)).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _example_series(enc: dict[str, Any]) -> dict[str, Any]:
-    import pandas as pd
-
-    steps = pd.date_range(end="2024-01-01", periods=enc["lookback"], freq=enc["freq"])
-    history = {"timestamp": [t.isoformat() for t in steps]}
-    history.update({c: [0.0] * len(steps) for c in [enc["target"], *enc.get("past", []), *enc.get("known_future", [])]})
-    example: dict[str, Any] = {"series_id": next(iter(enc.get("scales") or {}), "series"), "history": history}
-    if enc.get("known_future"):
-        ahead = pd.date_range(steps[-1], periods=enc["horizon"] + 1, freq=enc["freq"])[1:]
-        example["future"] = {"timestamp": [t.isoformat() for t in ahead],
-                             **{c: [0.0] * len(ahead) for c in enc["known_future"]}}
-    return example
 
 
 def readme(ctx: dict[str, Any], meta: dict[str, Any], example: Any) -> str:

@@ -33,6 +33,14 @@ class Wire:
         """One JSON instance (or raw bytes of an upload) -> one Predictor item."""
         raise NotImplementedError
 
+    def encode(self, item: Any) -> Any:
+        """The other way: a Predictor item (as the task's data gives it) -> its JSON instance, for clients."""
+        raise NotImplementedError
+
+    def example(self, meta: dict[str, Any]) -> Any:
+        """A valid instance for this model (README and example requests, the server's warm-up)."""
+        raise NotImplementedError
+
     def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
         """JSON Schema of one instance, for /openapi.json and /metadata."""
         raise NotImplementedError
@@ -67,6 +75,21 @@ class ImageWire(Wire):
             return array.astype(np.uint8)
         raise InputError(field, f"expected an image as a base64 string, got {_kind(value)}")
 
+    def encode(self, item: Any) -> str:
+        from PIL import Image
+
+        from dlforge.data.images import to_uint8_tensor
+
+        pixels = to_uint8_tensor(item, 3).permute(1, 2, 0).numpy()  # (H, W, 3)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    def example(self, meta: dict[str, Any]) -> str:
+        size = meta.get("preprocessing", {}).get("image_size") or 32
+        height, width = (size, size) if isinstance(size, int) else size
+        return self.encode(np.full((height, width, 3), 128, np.uint8))
+
     def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
         return {"oneOf": [{"type": "string", "contentEncoding": "base64", "description": "a PNG/JPEG/... file"},
                           {"type": "object", "properties": {"b64": {"type": "string"}}, "required": ["b64"],
@@ -93,6 +116,12 @@ class TextWire(Wire):
         if len(value) > limits.max_text_chars:
             raise InputError(field, f"{len(value)} characters is over the limit of {limits.max_text_chars}", 413)
         return value
+
+    def encode(self, item: Any) -> str:
+        return str(item)
+
+    def example(self, meta: dict[str, Any]) -> str:
+        return "The film was a gripping, beautiful surprise."
 
     def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
         return {"oneOf": [{"type": "string", "minLength": 1},
@@ -126,6 +155,30 @@ class SeriesWire(Wire):
         return {"series_id": str(value.get("series_id", "series")), "history": _frame(value["history"],
                 f"{field}.history"), "future": None if value.get("future") is None else
                 _frame(value["future"], f"{field}.future"), "static": static}
+
+    def encode(self, item: Any) -> dict[str, Any]:
+        """A SeriesInput (or a dict of its fields) -> JSON."""
+        fields = item if isinstance(item, dict) else vars(item)
+        out = {"series_id": fields.get("series_id", "series"), "history": _columns(fields["history"])}
+        if fields.get("future") is not None:
+            out["future"] = _columns(fields["future"])
+        if fields.get("static"):
+            out["static"] = {k: v.item() if hasattr(v, "item") else v for k, v in fields["static"].items()}
+        return out
+
+    def example(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The last `lookback` steps of a flat series (zeros), and zeros for the known future."""
+        import pandas as pd
+
+        enc = meta["encoding"]
+        columns = [enc["target"], *enc["past"], *enc["known_future"]]
+        steps = pd.date_range(end="2024-01-01", periods=enc["lookback"], freq=enc["freq"])
+        example = {"series_id": next(iter(enc.get("scales") or {}), "series"),
+                   "history": _columns(pd.DataFrame(0.0, index=steps, columns=columns))}
+        if enc["known_future"]:
+            ahead = pd.date_range(steps[-1], periods=enc["horizon"] + 1, freq=enc["freq"])[1:]
+            example["future"] = _columns(pd.DataFrame(0.0, index=ahead, columns=enc["known_future"]))
+        return example
 
     def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
         enc = meta.get("encoding", {})
@@ -175,6 +228,14 @@ def _open_image(data: bytes, field: str, max_pixels: int) -> Any:
     except (OSError, ValueError, SyntaxError) as e:
         raise InputError(field, f"the image cannot be decoded ({e})") from None
     return image
+
+
+def _columns(frame: Any) -> dict[str, list]:
+    """A DataFrame on a DatetimeIndex -> {"timestamp": [ISO 8601, ...], column: [values, ...]} (NaN -> null)."""
+    out = {"timestamp": [t.isoformat() for t in frame.index]}
+    for name in frame.columns:
+        out[str(name)] = [None if v != v else float(v) for v in frame[name].to_numpy(np.float64)]
+    return out
 
 
 def _frame(value: Any, field: str) -> Any:

@@ -44,14 +44,14 @@ def test_32_clients_x_50_requests(digits_server, trained_run) -> None:
     assert seconds < 120, f"{len(answers)} requests took {seconds:.0f} s"
 
 
-def test_schemathesis_finds_no_server_error(digits_server) -> None:
+def test_schemathesis_finds_no_server_error(digits_server, tmp_path) -> None:
     """Property-based requests generated from the server's own OpenAPI schema: never a 5xx."""
     proc = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{digits_server.url}/openapi.json",
          "--checks", "not_a_server_error", "--phases", "examples,coverage,fuzzing", "--max-examples", "25",
          "--max-time", "40", "--seed", "0", "--suppress-health-check", "all", "--workers", "2",
          "--exclude-path", "/metrics"],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert httpx.get(f"{digits_server.url}/health/ready").status_code == 200
 

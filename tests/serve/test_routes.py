@@ -75,7 +75,7 @@ def test_kserve_v2(digits_server, offline) -> None:
         assert outputs["confidence"]["data"] == pytest.approx([p["confidence"] for p in expected], abs=1e-6)
         assert_same_predictions([json.loads(p) for p in outputs["probabilities"]["data"]],
                                 [p["probabilities"] for p in expected])
-        # after a first answer the model metadata lists the outputs
+        # the warm-up prediction told the model metadata its outputs
         model = c.get(f"/v2/models/{name}").json()
         assert model["versions"] == [digits_server.served.version] and model["platform"] == "pytorch"
         assert {o["name"] for o in model["outputs"]} == {"label", "confidence", "probabilities"}

@@ -101,7 +101,7 @@ class Served:
     batcher: Batcher | None = None
     request_log: RequestLog | None = None
     ready: bool = False
-    outputs: list[dict[str, Any]] = field(default_factory=list)  # V2 output names, from a first prediction
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # V2 outputs, from the warm-up prediction
     eval: dict[str, Any] = field(default_factory=dict)  # the run's eval.json
     health_routes: set[str] = field(default_factory=lambda: set(HEALTH_ROUTES))  # never need the API key
 
@@ -134,6 +134,23 @@ class Served:
             self.request_log.add(route, instances, predictions, 1000 * (time.perf_counter() - started))
             self.metrics.log_dropped.set(self.request_log.dropped)
         return predictions
+
+
+    async def warm_up(self) -> None:
+        """One prediction on the wire's example before the first request: lazy initialisation is paid here, and
+        the V2 model metadata learns its outputs. A failure is logged, never fatal."""
+        started = time.perf_counter()
+        try:
+            items = self.decode([self.wire.example(self.predictor.meta)])
+            # in the model's thread, but not through the batcher: the batch metrics count requests only
+            loop = asyncio.get_running_loop()
+            predictions = await loop.run_in_executor(self.batcher.executor, self.predictor.predict, items)
+        except Exception as e:  # the server still serves
+            log.warning("warm-up prediction failed: %s", e)
+            return
+        self.outputs = [{"name": o["name"], "datatype": o["datatype"], "shape": [-1, *o["shape"][1:]]}
+                        for o in _v2_outputs(predictions)]
+        self.load_seconds += time.perf_counter() - started
 
 
 def load_served(run: str | os.PathLike, backend: str = "torch", device: str = "cpu",
@@ -192,6 +209,7 @@ def create_app(served: Served) -> FastAPI:
         served.batcher = Batcher(served.predictor.predict, b.max_batch_size, b.max_wait_ms,
                                  on_batch=served.metrics.observe_batch)
         await served.batcher.start()
+        await served.warm_up()
         served.metrics.load_seconds.set(served.load_seconds)
         served.metrics.model.info({"name": served.name, "version": served.version, "task": served.predictor.meta[
             "task"], "backend": served.backend, "dlforge": package_version("dlforge")})
@@ -292,9 +310,6 @@ def _routes(app: FastAPI, served: Served) -> None:
         instances = _v2_instances(tensor)
         predictions = await s.predict(instances, body.parameters, f"/v2/models/{name}/infer")
         outputs = _v2_outputs(predictions)
-        if not s.outputs:
-            s.outputs = [{"name": o["name"], "datatype": o["datatype"], "shape": [-1, *o["shape"][1:]]}
-                         for o in outputs]
         if body.outputs:  # the client asked for some outputs only
             wanted = {o.get("name") for o in body.outputs}
             outputs = [o for o in outputs if o["name"] in wanted]
