@@ -143,3 +143,10 @@ def assert_same_predictions(served: list, offline: list, tol: float = 1e-5) -> N
             assert a == b, where
 
     same(served, json.loads(json.dumps(offline)), "predictions")
+
+
+def slow_request(images: int = 64, side: int = 1024) -> dict:
+    """A request that keeps the model's thread busy for a while: many large (zero, so small as PNG) images,
+    each resized in the task's preprocessing."""
+    blank = base64.b64encode(png_bytes(np.zeros((side, side), np.uint8))).decode()
+    return {"instances": [blank] * images}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 
 import dlforge
 from dlforge.serve.request_log import read_log
-from tests.serve.conftest import ThreadServer, assert_same_predictions, digit_pngs
+from tests.serve.conftest import ThreadServer, assert_same_predictions, digit_pngs, slow_request
 
 
 def _batch_histogram(metrics: str) -> tuple[float, float]:
@@ -26,58 +27,55 @@ def _batch_histogram(metrics: str) -> tuple[float, float]:
     return values["dlforge_batch_size_count"], values["dlforge_batch_size_sum"]
 
 
-def _concurrently(url: str, bodies: list[dict], path: str = "/predict") -> list[httpx.Response]:
-    """POST every body at once: all threads wait at a barrier, then send."""
-    barrier = threading.Barrier(len(bodies))
+def _concurrently(url: str, bodies: list[tuple[str, dict]], busy: bool = True) -> list[httpx.Response]:
+    """POST every (path, body) at once, while the model is busy with a slow request (when `busy`): they queue up
+    behind it, as requests under load do, and the batcher takes them together."""
+    barrier = threading.Barrier(len(bodies) + 1)
 
-    def send(body: dict) -> httpx.Response:
+    def send(path: str, body: dict) -> httpx.Response:
         with httpx.Client(base_url=url, timeout=60) as c:
             barrier.wait()
             return c.post(path, json=body)
 
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        return list(pool.map(send, bodies))
+    with ThreadPoolExecutor(len(bodies) + 1) as pool:
+        slow = pool.submit(send, "/predict", slow_request() if busy else {"instances": digit_pngs(1)})
+        time.sleep(0.3 if busy else 0.0)
+        responses = list(pool.map(lambda pb: send(*pb), bodies))
+        assert slow.result().status_code == 200
+    return responses
 
 
 def test_concurrent_requests_share_forward_passes(trained_run) -> None:
     images = digit_pngs(32, seed=5)
     offline = dlforge.load(trained_run.path)
     one_at_a_time = [offline.predict([base64.b64decode(i)])[0] for i in images]
-    with ThreadServer(trained_run.path, overrides=("serve.batching.max_wait_ms=50",)) as server:
-        responses = _concurrently(server.url, [{"instances": [i]} for i in images])
+    with ThreadServer(trained_run.path) as server:
+        responses = _concurrently(server.url, [("/predict", {"instances": [i]}) for i in images])
         passes, items = _batch_histogram(httpx.get(f"{server.url}/metrics").text)
     assert [r.status_code for r in responses] == [200] * 32
-    assert items == 32
-    assert passes < 32 / 2, f"{passes:g} forward passes for 32 concurrent requests: batches were not formed"
+    assert items == 32 + 64  # and the slow request's
+    assert passes - 1 <= 32 / 4, f"{passes - 1:g} forward passes for 32 concurrent requests: batches were not formed"
     assert_same_predictions([r.json()["predictions"][0] for r in responses], one_at_a_time)
 
 
 def test_batching_off_runs_each_request_alone(trained_run) -> None:
     images = digit_pngs(8, seed=6)
     with ThreadServer(trained_run.path, overrides=("serve.batching.max_batch_size=1",)) as server:
-        responses = _concurrently(server.url, [{"instances": [i]} for i in images])
+        responses = _concurrently(server.url, [("/predict", {"instances": [i]}) for i in images], busy=False)
         passes, items = _batch_histogram(httpx.get(f"{server.url}/metrics").text)
     assert all(r.status_code == 200 for r in responses)
-    assert passes == items == 8
+    assert passes == items == 9
 
 
 def test_a_bad_request_does_not_spoil_its_batch(trained_run) -> None:
     """A (2, 2, 5) array passes decoding but fails in the task's preprocessing, inside a shared batch."""
     name = trained_run.read_spec().name
-    good = [{"instances": [i]} for i in digit_pngs(6, seed=7)]
-    bad = {"inputs": [{"name": "image", "shape": [1, 2, 2, 5], "datatype": "UINT8", "data": [0] * 20}]}
-    with ThreadServer(trained_run.path, overrides=("serve.batching.max_wait_ms=300",)) as server:
-        barrier = threading.Barrier(len(good) + 1)
-
-        def send(path: str, body: dict) -> httpx.Response:
-            with httpx.Client(base_url=server.url, timeout=60) as c:
-                barrier.wait()
-                return c.post(path, json=body)
-
-        with ThreadPoolExecutor(len(good) + 1) as pool:
-            futures = [pool.submit(send, "/predict", b) for b in good]
-            failed = pool.submit(send, f"/v2/models/{name}/infer", bad).result()
-        assert [f.result().status_code for f in futures] == [200] * len(good)
+    good = [("/predict", {"instances": [i]}) for i in digit_pngs(6, seed=7)]
+    bad = (f"/v2/models/{name}/infer",
+           {"inputs": [{"name": "image", "shape": [1, 2, 2, 5], "datatype": "UINT8", "data": [0] * 20}]})
+    with ThreadServer(trained_run.path) as server:
+        *answers, failed = _concurrently(server.url, [*good, bad])
+    assert [r.status_code for r in answers] == [200] * len(good)
     assert failed.status_code == 400 and "image array" in failed.json()["error"]
 
 

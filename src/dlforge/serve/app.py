@@ -122,12 +122,12 @@ class Served:
                 raise InputError(f"{prefix}.{name}", f"unknown option; this model takes {', '.join(allowed) or 'none'}")
 
     async def predict(self, instances: list[Any], parameters: dict[str, Any], route: str) -> list[dict[str, Any]]:
+        """Decode, queue for a batch, answer; the time limit covers it all."""
         self.check_options(parameters)
-        items = await run_in_threadpool(self.decode, instances)  # image decoding off the event loop
         started = time.perf_counter()
         timeout = self.settings.limits.timeout_s
         try:
-            predictions = await asyncio.wait_for(self.batcher.submit(items, parameters), timeout)
+            predictions = await asyncio.wait_for(self._predict(instances, parameters), timeout)
         except TimeoutError:
             raise HTTPException(504, f"no answer within {timeout:g} s (serve.limits.timeout_s)") from None
         if self.request_log is not None:
@@ -135,6 +135,13 @@ class Served:
             self.metrics.log_dropped.set(self.request_log.dropped)
         return predictions
 
+    async def _predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        self.batcher.arriving += 1  # the batcher may wait for this one
+        try:
+            items = await run_in_threadpool(self.decode, instances)  # image decoding off the event loop
+        finally:
+            self.batcher.arriving -= 1
+        return await self.batcher.enqueue(items, parameters)  # cancelled on timeout: the batcher then skips it
 
     async def warm_up(self) -> None:
         """One prediction on the wire's example before the first request: lazy initialisation is paid here, and

@@ -1,10 +1,13 @@
 """Dynamic batching: concurrent requests share one forward pass.
 
-Requests wait in a queue. The batcher takes the first, then keeps taking requests with the same
-prediction options until the batch holds `max_batch_size` items or `max_wait_ms` has passed since
-the first arrived, and runs the Predictor once on all their items, in one worker thread (the model
-is never run by two threads at once; torch uses its own threads inside a forward pass). With
-`max_batch_size: 1` every request runs alone: the same code, batching off.
+Requests wait in a queue. The batcher takes the first, then every queued request with the same
+prediction options, up to `max_batch_size` items, and runs the Predictor once on all their items, in
+one worker thread (the model is never run by two threads at once; torch uses its own threads inside
+a forward pass). While the model is busy, requests pile up and the next batch takes them all. It
+waits for company (at most `max_wait_ms` after the first request) only while other requests are
+`arriving`: accepted by the server, still being decoded. So a lone request never waits, and a burst
+of concurrent ones shares one pass. With `max_batch_size: 1` every request runs alone: the same
+code, batching off.
 
 A batch that fails on a user error is re-run one request at a time, so one bad request never
 spoils another's answer.
@@ -41,7 +44,8 @@ class Batcher:
                  max_wait_ms: float = 5.0, on_batch: Callable[[int], None] | None = None) -> None:
         self.predict = predict  # Predictor.predict: (items, **options) -> one prediction per item
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
-        self.on_batch = on_batch  # called with each batch's item count (the metrics histogram)
+        self.on_batch = on_batch  # called with each batch's item count and seconds (the metrics)
+        self.arriving = 0  # requests accepted but not yet queued (the server counts them)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlforge-model")
         self._queue: asyncio.Queue[_Request] | None = None
         self._held: deque[_Request] = deque()  # taken from the queue, waiting for a batch with their options
@@ -58,10 +62,11 @@ class Batcher:
                 await self._task
         self.executor.shutdown(wait=True)
 
-    async def submit(self, items: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+    def enqueue(self, items: list[Any], options: dict[str, Any]) -> asyncio.Future:
+        """Queue a request; its future gets one prediction per item (cancel it to give up)."""
         request = _Request(items, options, asyncio.get_running_loop().create_future())
-        await self._queue.put(request)
-        return await request.future
+        self._queue.put_nowait(request)
+        return request.future
 
     async def _next(self, timeout: float | None) -> _Request | None:
         if self._held:
@@ -81,7 +86,8 @@ class Batcher:
             deadline = loop.time() + self.max_wait
             skipped: list[_Request] = []
             while size < self.max_batch_size:
-                nxt = await self._next(deadline - loop.time())
+                # what is queued now; wait (until the deadline) only for requests known to be on their way
+                nxt = await self._next(max(deadline - loop.time(), 0) if self.arriving else 0)
                 if nxt is None:
                     break
                 if nxt.key != first.key or size + len(nxt.items) > self.max_batch_size:
