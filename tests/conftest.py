@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +150,54 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
     GPT2LMHeadModel(config).save_pretrained(path)
     return path
+
+
+# ---------------------------------------------------------------- one tiny run of each kind (export, serving)
+
+
+def tiny_run_spec(name: str, data: Path, request: pytest.FixtureRequest) -> dict:
+    """A tiny one-epoch run of each kind of model: its spec, with its data written under `data`."""
+    from tests.tasks.test_detection import detection_spec
+    from tests.tasks.test_forecasting import monthly_table
+    from tests.tasks.test_forecasting import spec as forecast_spec
+    from tests.tasks.test_segmentation import segmentation_spec
+    from tests.tasks.test_text_classification import text_spec
+    from tests.tasks.test_text_generation import corpus, generation_spec
+
+    if name == "segmentation":
+        return segmentation_spec(data={"builtin": {"count": 12, "size": 64, "max_objects": 2}}, train={"epochs": 1})
+    if name == "yolo":
+        return detection_spec(data={"builtin": {"count": 12, "size": 64, "max_objects": 2}}, train={"epochs": 1})
+    if name == "lstm_forecaster":
+        monthly_table().to_csv(data / "sales.csv", index=False)
+        return forecast_spec(data / "sales.csv", train={"epochs": 1})
+    reviews = write_csv(data / "reviews.csv", sentiment_rows(24))
+    if name == "transformer_text":
+        model = {"name": "transformer", "kwargs": {"d_model": 32, "heads": 2, "layers": 1}}
+        return text_spec(reviews, model, epochs=1)
+    if name == "hf_text":
+        return text_spec(reviews, {"name": f"hf:{request.getfixturevalue('tiny_bert')}"}, epochs=1)
+    if name == "text_generation":
+        spec = generation_spec(corpus(data / "corpus.txt"), request.getfixturevalue("tiny_gpt2"))
+        return {**spec, "train": {**spec["train"], "epochs": 1}}
+    raise KeyError(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """name -> a finished run directory of that kind, trained once for the session (the digits run is a copy of the
+    session's `trained_run`: exports write into the run directory)."""
+    root = tmp_path_factory.mktemp("export-runs")
+    runs: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in runs:
+            if name == "image_classification":
+                runs[name] = Path(shutil.copytree(request.getfixturevalue("trained_run").path, root / name))
+            else:
+                (root / name).mkdir()
+                spec = dlforge.validate_spec(tiny_run_spec(name, root / name, request))
+                runs[name] = dlforge.train(spec, root / name / "runs", progress=False).path
+        return runs[name]
+
+    return get

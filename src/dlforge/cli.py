@@ -267,6 +267,22 @@ def serve(run: Annotated[Path | None, typer.Argument(help="a run directory; defa
 
 @app.command()
 @_friendly
+def export(run: RunArg,
+           fmt: Annotated[str, typer.Option("--format", help="onnx, torchscript or torch-export")] = "onnx",
+           out_file: Annotated[Path | None, typer.Option("--out", help="[default: <run>/export/<model file>]",
+                                                         show_default=False)] = None,
+           atol: Annotated[float, typer.Option(help="largest allowed difference from the PyTorch model")] = 1e-4,
+           ) -> None:
+    """Export a run's model (dynamic batch axis) and check it against PyTorch on the same inputs."""
+    from dlforge.export import export_run
+
+    result = export_run(run, fmt, out=out_file, atol=atol)
+    out.print(f"{result.format}: {result.path}  (max abs difference from PyTorch {result.max_abs_diff:.2e}, "
+              f"{result.seconds:.1f} s)", highlight=False)
+
+
+@app.command()
+@_friendly
 def package(run: RunArg,
             out_dir: Annotated[Path, typer.Option("--out", help="the build context to write (a new or empty folder)")],
             gpu: Annotated[bool, typer.Option("--gpu", help="a CUDA base image and a GPU resource limit")] = False,

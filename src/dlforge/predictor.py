@@ -4,8 +4,8 @@ audit, export and monitor all go through it; none rebuilds a model its own way."
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_model
@@ -17,22 +17,41 @@ from dlforge.run import Run
 from dlforge.tasks.base import Task
 from dlforge.train.devices import select_device, to_device
 
+Backend = Literal["torch", "onnx"]
+
 
 class Predictor:
-    def __init__(self, task: Task, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
-                 batch_size: int = 64) -> None:
+    """A task, its run's metadata and the graph that inference runs through: the torch graph of `model`
+    (`task.graph`), or an exported stand-in taking and returning the same tensors (then `model` is None)."""
+
+    def __init__(self, task: Task, model: nn.Module | None, meta: dict[str, Any], device: str | torch.device = "cpu",
+                 batch_size: int = 64, graph: Callable[..., Any] | None = None) -> None:
         self.task = task
         self.meta = meta
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval() if model is not None else None
+        self.graph = graph if graph is not None else task.graph(self.model, meta)
+        self.backend = getattr(self.graph, "backend", "torch")
         self.batch_size = batch_size
 
     @classmethod
-    def from_run(cls, run: str | os.PathLike | Run, device: str = "cpu", complete: bool = True) -> Predictor:
+    def from_run(cls, run: str | os.PathLike | Run, device: str = "cpu", complete: bool = True,
+                 backend: Backend = "torch") -> Predictor:
+        """The Predictor of a run. backend "onnx" runs the graph with onnxruntime on the CPU, from
+        `<run>/export/model.onnx` (exported first if missing); the task's pre- and post-processing stay in torch."""
         run = run if isinstance(run, Run) else Run.open(run, complete=complete)
         spec, meta = run.read_spec(), run.read_meta()
         task = TASKS.get(spec.task)(spec)
         task.load_assets(run.path / "assets")
+        if backend == "onnx":
+            if device not in ("cpu", "auto"):
+                raise DlforgeError(f"backend onnx runs on the CPU (onnxruntime); device {device!r} needs the torch "
+                                   "backend")
+            from dlforge.export import onnx_graph  # onnxruntime: only when asked for
+
+            return cls(task, None, meta, "cpu", graph=onnx_graph(run))
+        if backend != "torch":
+            raise DlforgeError(f"backend {backend!r}: choose torch or onnx")
         model = task.build_model(meta)
         load_model(model, run.weights_path)
         return cls(task, model, meta, select_device(device))
@@ -48,7 +67,7 @@ class Predictor:
         chunks = []
         for i in range(0, len(items), self.batch_size):
             inputs = to_device(self.task.preprocess(items[i:i + self.batch_size], self.meta), self.device)
-            chunks.append(to_device(self.task.forward(self.model, inputs, self.meta, **options), torch.device("cpu")))
+            chunks.append(to_device(self.task.forward(self.graph, inputs, self.meta, **options), torch.device("cpu")))
         if chunks and torch.is_tensor(chunks[0]):
             return torch.cat(chunks)
         return [out for chunk in chunks for out in chunk]
@@ -66,6 +85,6 @@ class Predictor:
         return self.task.postprocess(self.outputs(items, **options), self.meta, **options)
 
 
-def load(run_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
-    """The Predictor of a finished run directory."""
-    return Predictor.from_run(run_dir, device=device)
+def load(run_dir: str | os.PathLike, device: str = "cpu", backend: Backend = "torch") -> Predictor:
+    """The Predictor of a finished run directory; backend "onnx" serves its ONNX export with onnxruntime."""
+    return Predictor.from_run(run_dir, device=device, backend=backend)

@@ -39,6 +39,7 @@ REG_MAX = 16  # bins of the box-side distributions: distances 0..15 strides
 TOPK, ALPHA, BETA = 10, 0.5, 6.0  # task-aligned assigner
 GAIN_BOX, GAIN_CLS, GAIN_DFL = 7.5, 0.5, 1.5
 MAX_CANDIDATES = 3000  # (anchor, class) pairs kept per image before NMS
+SCORE_THRESH, NMS_THRESH, MAX_DET = 0.001, 0.7, 300  # candidates: the task applies the user's thresholds after
 
 
 class Conv(nn.Sequential):
@@ -244,7 +245,7 @@ class YOLODetector(nn.Module):
         self.head = Head(c[2:], num_classes, image_size)
         self.assigner = TaskAlignedAssigner()
         self.num_classes, self.strides = num_classes, STRIDES
-        self.score_thresh, self.nms_thresh, self.max_det = 0.001, 0.7, 300
+        self.score_thresh, self.nms_thresh, self.max_det = SCORE_THRESH, NMS_THRESH, MAX_DET
         self.class_specific = tuple(f"head.cls.{i}.2." for i in range(len(STRIDES)))  # renewed for other labels
 
     def _predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -276,18 +277,12 @@ class YOLODetector(nn.Module):
         return [self.postprocess(raw) for raw in self.forward_raw(images)]
 
     def postprocess(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One image's raw output (A, 4 + C) -> candidates: every (box, class) with score >= score_thresh (a box may
-        carry several classes), the best MAX_CANDIDATES, class-wise NMS, at most max_det, sorted by score."""
-        from torchvision.ops import batched_nms
+        """One image's raw output (A, 4 + C) -> its candidates (see `candidates`), at this model's thresholds."""
+        return candidates(raw, self.score_thresh, self.nms_thresh, self.max_det)
 
-        boxes, probs = raw[:, :4], raw[:, 4:]  # (A, 4), (A, C)
-        anchor, label = (probs >= self.score_thresh).nonzero(as_tuple=True)  # (K,), (K,)
-        score = probs[anchor, label]
-        if len(score) > MAX_CANDIDATES:
-            score, best = score.topk(MAX_CANDIDATES)
-            anchor, label = anchor[best], label[best]
-        keep = batched_nms(boxes[anchor], score, label, self.nms_thresh)[: self.max_det]  # by decreasing score
-        return {"boxes": boxes[anchor[keep]], "scores": score[keep], "labels": label[keep]}
+    def raw_graph(self) -> nn.Module:
+        """The tensor-in, tensor-out part of inference, box decoding included: what export writes."""
+        return RawOutputs(self)
 
     def loss(self, dist: torch.Tensor, logits: torch.Tensor, anchors: torch.Tensor, strides: torch.Tensor,
              targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -313,6 +308,35 @@ class YOLODetector(nn.Module):
         target_dist = box_to_distances(anchor_fg, target_boxes[fg], stride_fg).clamp(0, REG_MAX - 1.01)  # (P, 4)
         loss_dfl = (dfl_loss(dist[fg].unflatten(-1, (4, REG_MAX)), target_dist) * weight).sum() / total
         return {"loss_box": GAIN_BOX * loss_box, "loss_cls": GAIN_CLS * loss_cls, "loss_dfl": GAIN_DFL * loss_dfl}
+
+
+class RawOutputs(nn.Module):
+    """A detector's `forward_raw` as a module of its own: images (B, 3, H, W) -> (B, A, 4 + C) boxes and class
+    probabilities. It shares the detector's weights; NMS stays outside (data-dependent, done in torch)."""
+
+    def __init__(self, detector: YOLODetector) -> None:
+        super().__init__()
+        self.detector = detector
+        self.train(detector.training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.detector.forward_raw(images)
+
+
+def candidates(raw: torch.Tensor, score_thresh: float = SCORE_THRESH, nms_thresh: float = NMS_THRESH,
+               max_det: int = MAX_DET) -> dict[str, torch.Tensor]:
+    """One image's raw output (A, 4 + C) -> candidates: every (box, class) with score >= score_thresh (a box may
+    carry several classes), the best MAX_CANDIDATES, class-wise NMS, at most max_det, sorted by score."""
+    from torchvision.ops import batched_nms
+
+    boxes, probs = raw[:, :4], raw[:, 4:]  # (A, 4), (A, C)
+    anchor, label = (probs >= score_thresh).nonzero(as_tuple=True)  # (K,), (K,)
+    score = probs[anchor, label]
+    if len(score) > MAX_CANDIDATES:
+        score, best = score.topk(MAX_CANDIDATES)
+        anchor, label = anchor[best], label[best]
+    keep = batched_nms(boxes[anchor], score, label, nms_thresh)[:max_det]  # by decreasing score
+    return {"boxes": boxes[anchor[keep]], "scores": score[keep], "labels": label[keep]}
 
 
 def _build(name: str, num_classes: int, image_size: int, library_weights: bool, depth: float | None,

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dlforge.predictor import Predictor
     from dlforge.report.html import Section
     from dlforge.run import Run
+    from dlforge.wire import Wire
 
 
 @dataclass
@@ -48,6 +49,13 @@ class Task:
     # Keyword options of a prediction (thresholds, horizon, generation length): `forward` and `postprocess`
     # both receive them and each uses its own.
     prediction_options: ClassVar[tuple[str, ...]] = ()
+    # The exported graph's outputs, and the axes of its inputs that vary besides the batch (axis 0, always
+    # dynamic), e.g. {"input_ids": {1: "tokens"}}.
+    graph_outputs: ClassVar[tuple[str, ...]] = ("output",)
+    dynamic_axes: ClassVar[dict[str, dict[int, str]]] = {}
+    export_hint: ClassVar[str] = ""  # when a model does not export: which ones do, or what to do instead
+    # How one JSON instance becomes a raw item (images, texts, series): the server decodes with it.
+    wire: ClassVar[Wire]
 
     def __init__(self, spec: SpecBase) -> None:
         self.spec = spec
@@ -91,10 +99,21 @@ class Task:
         """Raw items -> the model's batched input (a tensor, or a dict of tensors)."""
         raise NotImplementedError
 
-    def forward(self, model: nn.Module, inputs: Any, meta: dict[str, Any], **options: Any
+    def graph(self, model: nn.Module, meta: dict[str, Any]) -> nn.Module:
+        """The tensor-in, tensor-out part of inference: what `forward` calls and what export writes. Default: the
+        model."""
+        return model
+
+    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
+        """A batch of the graph's inputs, in the order its `forward` takes them and named as the exported file's
+        inputs, made by `preprocess` from synthetic raw items: what export traces with and checks against."""
+        raise DlforgeError(f"{meta['task']} models cannot be exported")
+
+    def forward(self, graph: nn.Module, inputs: Any, meta: dict[str, Any], **options: Any
                 ) -> torch.Tensor | list[Any]:
-        """Inference on one preprocessed batch: a (B, ...) tensor, or one output per item."""
-        return model(inputs).float()
+        """Inference on one preprocessed batch through `graph` (the torch graph, or an exported stand-in that
+        takes and returns the same tensors): a (B, ...) tensor, or one output per item."""
+        return graph(inputs).float()
 
     def postprocess(self, outputs: Any, meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
         """Outputs -> one JSON-able prediction per item; `options` are named in `prediction_options`."""

@@ -28,6 +28,7 @@ from dlforge.registry import FORECASTERS, TASKS
 from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared, Task
+from dlforge.wire import SeriesWire
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -120,9 +121,11 @@ def quantile_name(q: float) -> str:
 
 @TASKS.register("forecasting")
 class Forecasting(Task):
+    wire = SeriesWire()
     spec_class = ForecastingSpec
     default_monitor = "val/loss"
     prediction_options = ("horizon",)
+    graph_outputs = ("quantiles",)  # (B, H, Q) in scaled units, before sorting and calibration
 
     # ------------------------------------------------------------ data
     def read(self, source: str | None = None) -> SeriesSet:
@@ -242,9 +245,13 @@ class Forecasting(Task):
                 "scale": torch.tensor([w[3] for w in windows], dtype=torch.float64),  # (B,)
                 "series_id": ids, "start": starts}
 
-    def forward(self, model: nn.Module, inputs: dict[str, Any], meta: dict[str, Any], **options: Any
+    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
+        inputs = self.preprocess(synthetic_series(meta["encoding"], batch), meta)
+        return {"past": inputs["past"], "future": inputs["future"]}
+
+    def forward(self, graph: nn.Module, inputs: dict[str, Any], meta: dict[str, Any], **options: Any
                 ) -> list[dict[str, Any]]:
-        scaled = model(inputs["past"], inputs["future"]).double().sort(dim=-1).values  # (B, H, Q): never cross
+        scaled = graph(inputs["past"], inputs["future"]).double().sort(dim=-1).values  # (B, H, Q): never cross
         if "interval_factors" in meta:  # calibrated on the validation windows
             median = scaled[..., meta["quantiles"].index(0.5), None]  # (B, H, 1)
             factors = torch.tensor(meta["interval_factors"], dtype=scaled.dtype, device=scaled.device)
@@ -376,6 +383,20 @@ def as_series_input(item: Any, enc: dict[str, Any]) -> SeriesInput:
         raise DataError(f"{where}: NaN in the last {enc['lookback']} steps of the history")
     x.history = history
     return x
+
+
+def synthetic_series(enc: dict[str, Any], count: int) -> list[SeriesInput]:
+    """`count` random series shaped as the model reads them (columns, frequency, static attributes, the known
+    covariates ahead), under ids training never saw: inputs to trace and check an export with."""
+    rng = np.random.default_rng(count)
+    index = pd.date_range("2000-01-01", periods=enc["lookback"] + enc["horizon"], freq=enc["freq"])
+    past, ahead = index[:enc["lookback"]], index[enc["lookback"]:]
+    columns = [enc["target"], *enc["past"], *enc["known_future"]]
+    static = {e["column"]: e["mean"] if e["kind"] == "numeric" else e["values"][0] for e in enc["static"]}
+    return [SeriesInput(f"example-{i}", pd.DataFrame(rng.normal(10, 2, (len(past), len(columns))), past, columns),
+                        pd.DataFrame(rng.normal(0, 1, (len(ahead), len(enc["known_future"]))), ahead,
+                                     enc["known_future"]), static)
+            for i in range(count)]
 
 
 def _with_future(x: SeriesInput, enc: dict[str, Any]) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from dlforge.registry import MODELS, TASKS
 from dlforge.spec import LIBRARY, ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.classification import ClassificationTask
+from dlforge.wire import ImageWire
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
@@ -84,6 +85,7 @@ class ImageClassificationSpec(SpecBase):
 @TASKS.register("image_classification")
 class ImageClassification(ClassificationTask):
     spec_class = ImageClassificationSpec
+    wire = ImageWire()
 
     def _read(self, source: str, classes: list[str] | None = None) -> ImageSet:
         data = self.spec.data
@@ -124,6 +126,11 @@ class ImageClassification(ClassificationTask):
     def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> torch.Tensor:
         prep, channels = _preprocess(meta), meta["preprocessing"]["channels"]
         return torch.stack([prep(to_uint8_tensor(item, channels)) for item in items])  # (B, C, H, W)
+
+    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
+        (h, w), c = meta["preprocessing"]["image_size"], meta["preprocessing"]["channels"]
+        images = np.random.default_rng(batch).integers(0, 256, (batch, h, w, c), dtype=np.uint8)
+        return {"images": self.preprocess(list(images), meta)}
 
     def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
         if source is None:

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from dlforge.errors import DataError
 from dlforge.models.hf import DEFAULT, add_lora, freeze, load_tokenizer
 from dlforge.spec import ModelSpec, StrictModel
+from dlforge.wire import TextWire
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -76,6 +77,7 @@ class TokenDataset(Dataset):
 
 class LanguageTask:
     """Mixin for text tasks: `tokenizer_` is set in `prepare` (from the spec) or `load_assets` (from a run)."""
+    wire = TextWire()
 
     spec: Any
     tokenizer_: PreTrainedTokenizerBase

@@ -25,6 +25,7 @@ from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase, StrictModel
 from dlforge.tasks.base import Prepared, prediction_settings
 from dlforge.tasks.dense import DenseDataSpec, DenseTask
+from dlforge.wire import ImageWire
 
 if TYPE_CHECKING:
     from torchmetrics import Metric, MetricCollection
@@ -88,9 +89,13 @@ class ObjectDetectionSpec(SpecBase):
 
 @TASKS.register("object_detection")
 class ObjectDetection(DenseTask):
+    wire = ImageWire()
     spec_class = ObjectDetectionSpec
     default_monitor = "val/map"
     prediction_options = ("conf", "iou", "max_det")
+    graph_outputs = ("predictions",)  # (B, A, 4 + C): xyxy boxes in input pixels, then class probabilities
+    export_hint = ("the YOLO-style detectors (yolo_n, yolo_s) export; torchvision's detectors (Faster R-CNN, "
+                   "RetinaNet, FCOS) post-process inside the model and are served with the torch backend")
 
     model_spec = DetectorModelSpec
 
@@ -144,15 +149,27 @@ class ObjectDetection(DenseTask):
         resized = [resize_square(im, side) for im in images]
         return {"images": torch.stack(resized).float() / 255, "sizes": sizes}  # (B, 3, S, S) in [0, 1]
 
-    def forward(self, model: nn.Module, inputs: dict[str, Any], meta: dict[str, Any], **options: Any
+    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
+        side = meta["preprocessing"]["image_size"]
+        images = np.random.default_rng(batch).integers(0, 256, (batch, side, side, 3), dtype=np.uint8)
+        whole = {**meta, "preprocessing": {**meta["preprocessing"], "tiling": None}}  # tiles reach the graph as S x S
+        return {"images": self.preprocess(list(images), whole)["images"]}
+
+    def graph(self, model: nn.Module, meta: dict[str, Any]) -> nn.Module:
+        # The YOLO-style detector has a tensor-out core (decoded boxes and class probabilities, before NMS);
+        # torchvision's detectors post-process inside and return per-image lists: they stay whole (and do not export).
+        raw_graph = getattr(model, "raw_graph", None)
+        return raw_graph() if raw_graph is not None else model
+
+    def forward(self, graph: nn.Module, inputs: dict[str, Any], meta: dict[str, Any], **options: Any
                 ) -> list[dict[str, Any]]:
         side, tiling = meta["preprocessing"]["image_size"], meta["preprocessing"]["tiling"]
         if tiling:
             from dlforge.data.tiling import sliced_predict
 
-            return [sliced_predict(image, model, tiling["tile"], tiling["overlap"], side)
-                    for image in inputs["images"]]
-        detections = model(inputs["images"])
+            return [sliced_predict(image, lambda tiles: per_image_candidates(graph(tiles)), tiling["tile"],
+                                   tiling["overlap"], side) for image in inputs["images"]]
+        detections = per_image_candidates(graph(inputs["images"]))
         for det, (h, w) in zip(detections, inputs["sizes"].tolist(), strict=True):
             scale = torch.tensor([w / side, h / side, w / side, h / side], device=det["boxes"].device)
             det["boxes"] = det["boxes"] * scale  # back to the image's own pixels
@@ -226,6 +243,17 @@ def _mean_ap() -> Metric:
             return {k: result[k] for k in ("map", "map_50", "map_75")}
 
     return MeanAP(box_format="xyxy", iou_type="bbox", **_coco_thresholds())
+
+
+def per_image_candidates(out: torch.Tensor | list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """A detection graph's output -> per image {boxes, scores, labels} candidates. Raw predictions (B, A, 4 + C)
+    go through the candidate selection (score floor, class-wise NMS) here, in torch; a detector that already
+    returns per-image candidates passes through."""
+    if not torch.is_tensor(out):
+        return out
+    from dlforge.models.yolo import candidates
+
+    return [candidates(raw) for raw in out.float()]
 
 
 def select(det: dict[str, torch.Tensor], conf: float, iou: float, max_det: int) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.dense import DenseDataSpec, DenseTask
+from dlforge.wire import ImageWire
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -65,8 +66,10 @@ class SemanticSegmentationSpec(SpecBase):
 
 @TASKS.register("semantic_segmentation")
 class SemanticSegmentation(DenseTask):
+    wire = ImageWire()
     spec_class = SemanticSegmentationSpec
     default_monitor = "val/miou"
+    graph_outputs = ("logits",)  # (B, K, S, S)
 
     model_spec = SegmenterModelSpec
 
@@ -113,9 +116,14 @@ class SemanticSegmentation(DenseTask):
         return {"images": torch.stack([resize_square(im, side) for im in images]).float() / 255,  # (B, 3, S, S)
                 "sizes": torch.tensor([im.shape[1:] for im in images])}  # (B, 2): (H, W)
 
-    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
+    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
+        side = meta["preprocessing"]["image_size"]
+        images = np.random.default_rng(batch).integers(0, 256, (batch, side, side, 3), dtype=np.uint8)
+        return {"images": self.preprocess(list(images), meta)["images"]}
+
+    def forward(self, graph: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
                 ) -> list[torch.Tensor]:
-        logits = model(inputs["images"]).float()  # (B, K, S, S)
+        logits = graph(inputs["images"]).float()  # (B, K, S, S)
         # Each image's class mask at its own size: upsample the logits, then take the best class.
         return [F.interpolate(lg[None], size=(h, w), mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8)
                 for lg, (h, w) in zip(logits, inputs["sizes"].tolist(), strict=True)]  # (H, W) each

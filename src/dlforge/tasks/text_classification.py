@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -55,6 +55,8 @@ class TextClassificationSpec(SpecBase):
 @TASKS.register("text_classification")
 class TextClassification(LanguageTask, ClassificationTask):
     spec_class = TextClassificationSpec
+    # batches pad to their longest text: the token axis varies too
+    dynamic_axes: ClassVar[dict[str, dict[int, str]]] = {"input_ids": {1: "tokens"}, "attention_mask": {1: "tokens"}}
 
     def _read(self, source: str) -> TextTable:
         d = self.spec.data
@@ -100,9 +102,14 @@ class TextClassification(LanguageTask, ClassificationTask):
     def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self._encode(text_items(items), meta["preprocessing"]["max_length"])
 
-    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
+    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
+        # texts of different lengths: the shorter ones are padded, so the mask holds zeros as in real batches
+        inputs = self.preprocess([f"an example text{' that goes on' * i}" for i in range(batch)], meta)
+        return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}  # (B, T) each
+
+    def forward(self, graph: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
                 ) -> torch.Tensor:
-        return model(**inputs).float()
+        return graph(**inputs).float()
 
     def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
         classes = meta["classes"]

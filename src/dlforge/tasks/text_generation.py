@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from dlforge.data.texts import TextTable, clean, read_texts
-from dlforge.errors import DataError
+from dlforge.errors import DataError, DlforgeError
 from dlforge.models.pretrained import load_pretrained
 from dlforge.registry import LANGUAGE_MODELS, TASKS
 from dlforge.report.html import Section, table
@@ -153,7 +153,12 @@ class TextGeneration(LanguageTask, Task):
         # Left padding: every prompt ends at the last position, where generation continues.
         return self._encode(text_items(items, key="prompt"), meta["preprocessing"]["block_size"], "left")
 
-    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
+    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
+        raise DlforgeError("text_generation models cannot be exported: generation is a loop around the model "
+                           "(transformers' generate: one forward pass per new token, with a growing cache), not one "
+                           "tensor-in, tensor-out graph; serve them with the torch backend")
+
+    def forward(self, graph: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
                 ) -> list[torch.Tensor]:
         o = prediction_settings(GenerateSpec, meta, options)
         sample = o.temperature > 0
@@ -164,7 +169,7 @@ class TextGeneration(LanguageTask, Task):
         with torch.random.fork_rng(devices=[] if inputs["input_ids"].device.type == "cpu" else None):
             if o.seed is not None:
                 torch.manual_seed(o.seed)
-            out = model.generate(**inputs, **kwargs)  # (B, T + new)
+            out = graph.generate(**inputs, **kwargs)  # (B, T + new)
         return list(out[:, inputs["input_ids"].shape[1]:])  # the new tokens of each prompt
 
     def postprocess(self, outputs: list[torch.Tensor], meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
