@@ -125,7 +125,17 @@ class ImageClassification(ClassificationTask):
 
     def preprocess(self, items: Sequence[Any], meta: dict[str, Any]) -> torch.Tensor:
         prep, channels = _preprocess(meta), meta["preprocessing"]["channels"]
-        return torch.stack([prep(to_uint8_tensor(item, channels)) for item in items])  # (B, C, H, W)
+        images = [to_uint8_tensor(item, channels) for item in items]  # (C, H, W) uint8 each
+        # One transform call per distinct input size, on the (n, C, H, W) stack: per-image calls cost more
+        # than the resizing itself for small images (a server's batch of 32 digits).
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape), []).append(i)
+        out: list[torch.Tensor] = [None] * len(images)
+        for index in by_size.values():
+            for i, x in zip(index, prep(torch.stack([images[i] for i in index])), strict=True):
+                out[i] = x
+        return torch.stack(out)  # (B, C, H, W)
 
     def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
         (h, w), c = meta["preprocessing"]["image_size"], meta["preprocessing"]["channels"]
