@@ -162,6 +162,25 @@ def test_missing_export_is_made_on_demand_and_a_corrupt_one_is_named(tiny_runs: 
         OnnxGraph(tmp_path / "nowhere.onnx")
 
 
+def test_an_export_of_other_weights_is_made_again(tiny_runs: Callable[[str], Path], tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    run = copy_run(tiny_runs("image_classification"), tmp_path / "changed", without_export=True)
+    export_run(run, "onnx")
+    torch_predictor = dlforge.load(run)
+    with torch.no_grad():
+        for p in torch_predictor.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(torch_predictor.model, str(run / "model.safetensors"))  # as if the weights were replaced
+    with caplog.at_level(logging.INFO, logger="dlforge"):
+        predictor = dlforge.load(run, backend="onnx")
+    assert "exported from other weights" in caplog.text
+    sidecar = json.loads((run / "export" / "model.onnx.json").read_text())
+    assert sidecar["weights_sha256"] == dlforge.Run(run).weights_digest()
+    items = items_of(predictor, 4)
+    got, want = predictor.outputs(items), torch_predictor.outputs(items)
+    assert torch.allclose(got, want, atol=1e-4)
+
+
 def test_an_export_outside_the_tolerance_is_not_kept(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "strict" / "model.onnx"
     # onnxruntime's fused kernels sum in another order than torch: differences of ~1e-7, never exactly none

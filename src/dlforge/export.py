@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import json
 import logging
 import os
 import time
@@ -104,6 +105,7 @@ def export_run(run_dir: str | os.PathLike | Run, fmt: Format, out: str | os.Path
     result = ExportResult(path, fmt, diff, inputs, outputs, seconds)
     atomic_write_json(path.with_name(path.name + ".json"), {
         **asdict(result), "path": path.name, "task": meta["task"], "model": meta["model"], "atol": atol,
+        "weights_sha256": run.weights_digest(),
         "check_batch": CHECK_BATCH, "opset": _opset(path) if fmt == "onnx" else None, "versions": _versions(fmt),
         "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     log.info("wrote %s (%.1f MB) in %.1f s; max |difference| from torch %.2g at batch %d", path,
@@ -203,11 +205,17 @@ class OnnxGraph:
 
 
 def onnx_graph(run: Run) -> OnnxGraph:
-    """The run's ONNX export as a graph; exported first if the run has none."""
+    """The run's ONNX export as a graph; exported first if the run has none, or one made from other weights."""
     path = run.path / "export" / FILES["onnx"]
     if not path.exists():
         log.info("%s has no ONNX export yet: exporting it now (as `dlforge export RUN --format onnx` does)", run.path)
         export_run(run, "onnx")
+    else:
+        sidecar = path.with_name(path.name + ".json")
+        made_from = json.loads(sidecar.read_text()).get("weights_sha256") if sidecar.exists() else None
+        if made_from is not None and made_from != run.weights_digest():
+            log.info("%s was exported from other weights than the run's model.safetensors: exporting again", path)
+            export_run(run, "onnx")
     return OnnxGraph(path)
 
 

@@ -64,6 +64,16 @@ class Run:
     def weights_path(self) -> Path:
         return self.path / "model.safetensors"
 
+    def weights_digest(self) -> str:
+        """SHA-256 of model.safetensors (hex): the model's version, and what an export was made from."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(self.weights_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoints" / "last.pt"

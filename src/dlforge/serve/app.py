@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -186,7 +185,7 @@ def load_served(run: str | os.PathLike, backend: str = "torch", device: str = "c
             raise DlforgeError(f"--set serve.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     kwargs = {"backend": backend} if backend != "torch" else {}
     predictor = Predictor.from_run(run, device=device, **kwargs)
-    digest = hashlib.sha256(run.weights_path.read_bytes()).hexdigest()[:12]
+    digest = run.weights_digest()[:12]
     served = Served(predictor, settings, run.read_spec().name, digest, backend,
                     api_key=os.environ.get("DLFORGE_API_KEY") or None)
     if settings.request_log.sample > 0:
