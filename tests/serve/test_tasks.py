@@ -38,6 +38,10 @@ def test_every_task_is_served(tiny_runs, kind: str) -> None:
         outputs = v2.json()["outputs"]
         assert {o["name"] for o in outputs} == set(expected[0])
         assert all(o["shape"][0] == len(items) for o in outputs)
+        if wire.kind == "text":  # the length limit, before any tokenising
+            limit = offline.task.spec.serve.limits.max_text_chars
+            r = c.post("/predict", json={"instances": [instances[0], "x" * (limit + 1)]})
+            assert r.status_code == 413 and r.json()["field"] == "instances[1]"
 
 
 def test_the_onnx_backend_serves_the_same_answers(tiny_runs) -> None:
