@@ -267,6 +267,32 @@ def serve(run: Annotated[Path | None, typer.Argument(help="a run directory; defa
 
 @app.command()
 @_friendly
+def monitor(run: RunArg,
+            data: Annotated[str | None, typer.Option(help="current data, as the task reads it (labels unused)",
+                                                     show_default=False)] = None,
+            from_log: Annotated[Path | None, typer.Option(help="a server's request log (serve.request_log)",
+                                                          show_default=False)] = None,
+            since: Annotated[str | None, typer.Option(help="with --from-log: only the last 30m, 1h, 7d, ...",
+                                                      show_default=False)] = None,
+            out_dir: Annotated[Path | None, typer.Option("--out", help="[default: <run>/monitoring/<time>]",
+                                                         show_default=False)] = None,
+            fail_on_drift: Annotated[bool, typer.Option(help="exit 1 when drift is found (cron, CI)")] = False,
+            ) -> None:
+    """Drift of current data against the run's reference profile: drift.json and drift.html."""
+    from dlforge.monitor.commands import monitor_run
+
+    result, folder = monitor_run(run, data=data, from_log=from_log, since=since, out=out_dir)
+    inputs, emb = result["inputs"], result["embeddings"]
+    out.print(f"{'DRIFT' if result['drifted'] else 'no drift'}: {len(inputs['drifted_columns'])} of "
+              f"{len(inputs['columns'])} input columns drifted ({', '.join(inputs['drifted_columns']) or 'none'}); "
+              f"embeddings MMD p={emb['p_value']:.3g}, domain AUC={emb['domain_auc']:.3f}\n"
+              f"report: {folder / 'drift.html'}", highlight=False)
+    if fail_on_drift and result["drifted"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly
 def export(run: RunArg,
            fmt: Annotated[str, typer.Option("--format", help="onnx, torchscript or torch-export")] = "onnx",
            out_file: Annotated[Path | None, typer.Option("--out", help="[default: <run>/export/<model file>]",

@@ -14,11 +14,15 @@ import base64
 import binascii
 import io
 import json
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
+import torch
 
 from dlforge.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Limits(Protocol):
@@ -43,6 +47,11 @@ class Wire:
 
     def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
         """JSON Schema of one instance, for /openapi.json and /metadata."""
+        raise NotImplementedError
+
+    def statistics(self, items: list[Any], meta: dict[str, Any]) -> pd.DataFrame:
+        """Simple per-item input statistics, one row per item: what drift monitoring compares besides the
+        model's embeddings."""
         raise NotImplementedError
 
 
@@ -95,6 +104,23 @@ class ImageWire(Wire):
                           {"type": "object", "properties": {"b64": {"type": "string"}}, "required": ["b64"],
                            "additionalProperties": False}]}
 
+    def statistics(self, items: list[Any], meta: dict[str, Any]) -> pd.DataFrame:
+        """width, height, brightness (mean grey level, 0-1), contrast (its std) and sharpness (the variance of
+        the Laplacian of the grey image: blur lowers it)."""
+        import pandas as pd
+        import torch.nn.functional as F
+
+        from dlforge.data.images import to_uint8_tensor
+
+        rows = []
+        laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+        for item in items:
+            grey = to_uint8_tensor(item, 1).float()[None] / 255  # (1, 1, H, W)
+            edges = F.conv2d(grey, laplacian) if min(grey.shape[-2:]) >= 3 else torch.zeros(1)
+            rows.append({"width": grey.shape[-1], "height": grey.shape[-2], "brightness": float(grey.mean()),
+                         "contrast": float(grey.std()), "sharpness": float(edges.var()) if edges.numel() > 1 else 0.0})
+        return pd.DataFrame(rows)
+
 
 class TextWire(Wire):
     """A string, or {"text": ...}."""
@@ -127,6 +153,15 @@ class TextWire(Wire):
         return {"oneOf": [{"type": "string", "minLength": 1},
                           {"type": "object", "properties": {"text": {"type": "string", "minLength": 1}},
                            "required": ["text"], "additionalProperties": False}]}
+
+    def statistics(self, items: list[Any], meta: dict[str, Any]) -> pd.DataFrame:
+        """characters, words, and the share of characters that are not ASCII letters, digits or spaces."""
+        import pandas as pd
+
+        texts = [item if isinstance(item, str) else str(item) for item in items]
+        return pd.DataFrame({"characters": [len(t) for t in texts], "words": [len(t.split()) for t in texts],
+                             "unusual_characters": [sum(not (c.isascii() and (c.isalnum() or c.isspace()))
+                                                        for c in t) / max(len(t), 1) for t in texts]})
 
 
 class SeriesWire(Wire):

@@ -209,3 +209,46 @@ def text_examples(rows: Sequence[tuple[str, str, float, str]], path: Path) -> Pa
         ax.text(1.0, y, f"{predicted} ({confidence:.2f})\ntrue {true}", fontsize=8, va="center", ha="right",
                 color="#c0392b")
     return save(fig, path)
+
+
+def drift_histograms(reference: dict[str, np.ndarray], current: dict[str, np.ndarray], path: Path) -> Path:
+    """One panel per column: reference and current histograms on shared bins."""
+    names = list(reference)
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        both = np.concatenate([reference[name], current[name]])
+        edges = np.histogram_bin_edges(both[np.isfinite(both)], bins=30)
+        ax.hist(reference[name], edges, density=True, alpha=0.55, label="reference")
+        ax.hist(current[name], edges, density=True, alpha=0.55, label="current")
+        ax.set_title(name, fontsize=10)
+    axes.flat[0].legend(fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def embedding_scatter(reference: np.ndarray, current: np.ndarray, path: Path) -> Path:
+    """(N, 2) reference and (M, 2) current points: the first two principal components of the embeddings."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(reference[:, 0], reference[:, 1], s=6, alpha=0.5, label="reference")
+    ax.scatter(current[:, 0], current[:, 1], s=6, alpha=0.5, label="current")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def distribution_bars(reference: dict[str, float], current: dict[str, float], path: Path) -> Path:
+    """Shares of each category in the reference and the current data, side by side."""
+    keys = sorted(set(reference) | set(current), key=str)
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(keys) + 2), 3.2))
+    ax.bar(x - 0.2, [reference.get(k, 0.0) for k in keys], 0.4, label="reference")
+    ax.bar(x + 0.2, [current.get(k, 0.0) for k in keys], 0.4, label="current")
+    ax.set_xticks(x, keys, rotation=45 if len(keys) > 8 else 0)
+    ax.set_ylabel("share")
+    ax.legend(fontsize=8)
+    return save(fig, path)

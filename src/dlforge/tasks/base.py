@@ -56,6 +56,9 @@ class Task:
     export_hint: ClassVar[str] = ""  # when a model does not export: which ones do, or what to do instead
     # How one JSON instance becomes a raw item (images, texts, series): the server decodes with it.
     wire: ClassVar[Wire]
+    # Whether training writes a reference profile for drift monitoring (the wire's input statistics, the model's
+    # embeddings, its predictions) from the test split.
+    profiled: ClassVar[bool] = False
 
     def __init__(self, spec: SpecBase) -> None:
         self.spec = spec
