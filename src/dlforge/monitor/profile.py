@@ -61,8 +61,8 @@ def build_profile(predictor: Predictor, items: Sequence[Any], metrics: dict[str,
     from sklearn.decomposition import PCA
 
     items = _sample(items, sample, seed)
-    if len(items) < 10:
-        raise DlforgeError(f"a reference profile needs at least 10 items, got {len(items)}")
+    if len(items) < 2:
+        raise DlforgeError(f"a reference profile needs at least 2 items, got {len(items)}")
     embedded = predictor.embeddings(items)  # (N, D)
     fitted = PCA(n_components=min(COMPONENTS, *embedded.shape), random_state=seed).fit(embedded)
     pca = {"mean": fitted.mean_.tolist(), "components": fitted.components_.tolist(),

@@ -64,7 +64,7 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
             result = {"data": "test split", **task.evaluate(predictor, *prepared.test, run.path / "plots")}
             run.write_eval(result)
             summary["headline"] = result["headline"]
-            if task.profiled:
+            if task.profiled and len(prepared.test[0]) >= 2:
                 from dlforge.monitor.profile import build_profile, write_profile
 
                 write_profile(run.path, *build_profile(predictor, prepared.test[0], metrics=result.get("metrics")))
