@@ -267,9 +267,11 @@ def serve(run: Annotated[Path | None, typer.Argument(help="a run directory; defa
 
 @app.command()
 @_friendly
-def monitor(run: RunArg,
-            data: Annotated[str | None, typer.Option(help="current data, as the task reads it (labels unused)",
-                                                     show_default=False)] = None,
+def monitor(args: Annotated[list[str], typer.Argument(help="RUN; or `profile RUN` to (re)write its reference "
+                                                           "profile", show_default=False, metavar="RUN")],
+            data: Annotated[str | None, typer.Option(help="current data, as the task reads it (labels unused); "
+                                                          "with profile: the reference data", show_default=False)
+                            ] = None,
             from_log: Annotated[Path | None, typer.Option(help="a server's request log (serve.request_log)",
                                                           show_default=False)] = None,
             since: Annotated[str | None, typer.Option(help="with --from-log: only the last 30m, 1h, 7d, ...",
@@ -278,10 +280,17 @@ def monitor(run: RunArg,
                                                          show_default=False)] = None,
             fail_on_drift: Annotated[bool, typer.Option(help="exit 1 when drift is found (cron, CI)")] = False,
             ) -> None:
-    """Drift of current data against the run's reference profile: drift.json and drift.html."""
-    from dlforge.monitor.commands import monitor_run
+    """Drift of current data against the run's reference profile: drift.json and drift.html.
+    `dlforge monitor profile RUN [--data SOURCE]` (re)writes the profile (runs trained before profiles)."""
+    from dlforge.errors import DlforgeError
+    from dlforge.monitor.commands import monitor_run, profile_run
 
-    result, folder = monitor_run(run, data=data, from_log=from_log, since=since, out=out_dir)
+    if args[0] == "profile" and len(args) == 2:
+        out.print(f"reference profile: {profile_run(args[1], data)}", highlight=False)
+        return
+    if len(args) != 1 or args[0] == "profile":
+        raise DlforgeError("usage: dlforge monitor RUN (--data SOURCE | --from-log DB) or dlforge monitor profile RUN")
+    result, folder = monitor_run(args[0], data=data, from_log=from_log, since=since, out=out_dir)
     inputs, emb = result["inputs"], result["embeddings"]
     out.print(f"{'DRIFT' if result['drifted'] else 'no drift'}: {len(inputs['drifted_columns'])} of "
               f"{len(inputs['columns'])} input columns drifted ({', '.join(inputs['drifted_columns']) or 'none'}); "

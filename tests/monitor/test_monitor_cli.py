@@ -86,3 +86,15 @@ def test_from_log_reads_what_the_server_logged(trained_run, tmp_path) -> None:
     result = json.loads((out / "drift.json").read_text())
     assert result["rows"]["current"] == 120
     assert proc.returncode == 0 and not result["embeddings"]["drifted"], result["embeddings"]
+
+
+def test_monitor_profile_rewrites_a_missing_profile(trained_run, tmp_path) -> None:
+    run = shutil.copytree(trained_run.path, tmp_path / "old-run")
+    shutil.rmtree(run / "profile")  # as if trained before profiles existed
+    proc = cli("monitor", run, "--data", "builtin:digits", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "dlforge monitor profile" in proc.stderr
+    assert cli("monitor", "profile", run).returncode == 0
+    profile = json.loads((run / "profile" / "profile.json").read_text())
+    assert profile["rows"] == trained_run.read_meta()["sizes"]["test"]
+    proc = cli("monitor", "profile")
+    assert proc.returncode == 2 and "usage" in proc.stderr

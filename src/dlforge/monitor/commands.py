@@ -68,6 +68,22 @@ def monitor_run(run_dir: str | Path, data: str | None = None, from_log: str | Pa
     return result, folder
 
 
+def profile_run(run_dir: str | Path, data: str | None = None) -> Path:
+    """Write (or rewrite) a run's reference profile from `data`, or from its test split: for runs trained before
+    profiles existed, or to profile another reference set."""
+    from dlforge.monitor.profile import build_profile, write_profile
+
+    run = Run.open(run_dir)
+    predictor = Predictor.from_run(run)
+    items = predictor.task.evaluation_data(predictor.meta, data)[0]
+    metrics = (run.read_eval() or {}).get("metrics", {}) if data is None else {}
+    try:
+        profile, table = build_profile(predictor, items, metrics=metrics)
+    except NotImplementedError:
+        raise DlforgeError(f"{predictor.meta['task']} runs have no reference profile yet") from None
+    return write_profile(run.path, profile, table)
+
+
 def write_drift_report(result: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame, folder: Path
                        ) -> Path:
     from dlforge.report import plots
