@@ -73,10 +73,11 @@ class Predictor:
             return torch.cat(chunks)
         return [out for chunk in chunks for out in chunk]
 
-    @torch.inference_mode()
-    def embeddings(self, items: Sequence[Any]) -> np.ndarray:
+    def embeddings(self, items: Sequence[Any], predict: bool = False
+                   ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         """(N, D): each item as the model's last linear layer (its head) sees it, the penultimate representation
-        drift monitoring and explanations compare. Read with a forward hook, so no model needs a method for it."""
+        drift monitoring and explanations compare. Read with a forward hook, so no model needs a method for it.
+        With `predict`, also the predictions of the same forward pass: (embeddings, predictions)."""
         if self.model is None:
             raise DlforgeError("embeddings need the torch backend (the ONNX graph ends at its outputs)")
         head = next((m for m in reversed(list(self.model.modules())) if isinstance(m, nn.Linear)), None)
@@ -85,14 +86,14 @@ class Predictor:
         seen: list[torch.Tensor] = []
         hook = head.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().float().cpu()))
         try:
-            self.outputs(items)
+            predictions = self.predict(items) if predict else self.outputs(items)
         finally:
             hook.remove()
         embedded = torch.cat([x.reshape(len(x), -1) for x in seen]) if seen else torch.zeros(0, head.in_features)
         if len(embedded) != len(items):  # the head runs per region or per token: no one vector per item
             raise DlforgeError(f"{self.meta['task']} model {self.meta.get('model')}: its last linear layer does not "
                                "see one vector per item")
-        return embedded.numpy()
+        return (embedded.numpy(), predictions) if predict else embedded.numpy()
 
     def predict(self, items: Sequence[Any], **options: Any) -> list[dict[str, Any]]:
         """One JSON-able prediction per item. A numpy array is a batch along its first axis.

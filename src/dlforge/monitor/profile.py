@@ -44,11 +44,16 @@ def _sample(items: Sequence[Any], size: int, seed: int) -> list[Any]:
 def features(predictor: Predictor, items: Sequence[Any], pca: dict[str, Any]) -> pd.DataFrame:
     """One row per item: input statistics, embedding components (`pca`: mean (D,), components (K, D)), and the
     predicted label and confidence where the task predicts them."""
+    embedded, predictions = predictor.embeddings(items, predict=True)  # one forward pass for both
+    projected = (embedded - np.asarray(pca["mean"])) @ np.asarray(pca["components"]).T  # (N, K)
+    return _table(predictor, items, projected, predictions)
+
+
+def _table(predictor: Predictor, items: Sequence[Any], projected: np.ndarray, predictions: list[dict[str, Any]]
+           ) -> pd.DataFrame:
     table = predictor.task.wire.statistics(list(items), predictor.meta)
-    embedded = (predictor.embeddings(items) - np.asarray(pca["mean"])) @ np.asarray(pca["components"]).T  # (N, K)
-    for k in range(embedded.shape[1]):
-        table[f"pc_{k}"] = embedded[:, k]
-    predictions = predictor.predict(items)
+    for k in range(projected.shape[1]):
+        table[f"pc_{k}"] = projected[:, k]
     for key in ("label", "confidence"):
         if all(key in p for p in predictions):
             table[f"prediction_{key}"] = [p[key] for p in predictions]
@@ -63,11 +68,11 @@ def build_profile(predictor: Predictor, items: Sequence[Any], metrics: dict[str,
     items = _sample(items, sample, seed)
     if len(items) < 2:
         raise DlforgeError(f"a reference profile needs at least 2 items, got {len(items)}")
-    embedded = predictor.embeddings(items)  # (N, D)
+    embedded, predictions = predictor.embeddings(items, predict=True)  # (N, D)
     fitted = PCA(n_components=min(COMPONENTS, *embedded.shape), random_state=seed).fit(embedded)
     pca = {"mean": fitted.mean_.tolist(), "components": fitted.components_.tolist(),
            "explained_variance_ratio": fitted.explained_variance_ratio_.tolist()}
-    table = features(predictor, items, pca)
+    table = _table(predictor, items, fitted.transform(embedded), predictions)
     profile = {"task": predictor.meta["task"], "rows": len(table), "seed": seed, "pca": pca,
                "columns": {name: _describe(table[name]) for name in table.columns},
                "metrics": metrics or {}}

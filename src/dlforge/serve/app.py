@@ -171,7 +171,8 @@ def load_served(run: str | os.PathLike, backend: str = "torch", device: str = "c
 
     started = time.perf_counter()
     run = Run.open(run)
-    settings = run.read_spec().serve
+    spec = run.read_spec()
+    settings = spec.serve
     if overrides:
         raw = {"serve": settings.model_dump()}
         for item in overrides:
@@ -186,7 +187,7 @@ def load_served(run: str | os.PathLike, backend: str = "torch", device: str = "c
     kwargs = {"backend": backend} if backend != "torch" else {}
     predictor = Predictor.from_run(run, device=device, **kwargs)
     digest = run.weights_digest()[:12]
-    served = Served(predictor, settings, run.read_spec().name, digest, backend,
+    served = Served(predictor, settings, spec.name, digest, backend,
                     api_key=os.environ.get("DLFORGE_API_KEY") or None)
     if settings.request_log.sample > 0:
         served.request_log = RequestLog(_log_path(run.path, settings.request_log.path), settings.request_log.sample,
