@@ -91,7 +91,7 @@ class ProcessServer:
     def __enter__(self) -> ProcessServer:
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
-        deadline = time.time() + 90
+        deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dlforge serve exited {self.proc.returncode}:\n{self.proc.stdout.read()}")
@@ -101,8 +101,8 @@ class ProcessServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        self.proc.kill()
-        raise RuntimeError("dlforge serve did not become ready in 90 s")
+        self.proc.kill()  # (its workers may hold the output pipe open: not read here)
+        raise RuntimeError("dlforge serve did not become ready in 180 s")
 
     def terminate(self, timeout: float = 30) -> int:
         self.proc.send_signal(signal.SIGTERM)

@@ -22,6 +22,7 @@ from dlforge.errors import DlforgeError
 
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 GRACE_S = 30
+WORKER_START_S = 120
 _CONFIG_ENV = "DLFORGE_SERVE_CONFIG"  # how `serve` hands its arguments to uvicorn's worker processes
 
 
@@ -61,8 +62,11 @@ def serve(run: Path, host: str, port: int, workers: int = 1, backend: str = "tor
     else:  # each worker process loads the model itself
         if served.request_log is not None:
             served.request_log.close()
+        # uvicorn restarts a worker that does not answer its health ping in time; a worker is busy importing torch
+        # and loading the model at first, which takes longer than uvicorn's 5 s on a loaded machine
         uvicorn.run("dlforge.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    timeout_graceful_shutdown=GRACE_S, log_level="info", access_log=False)
+                    timeout_graceful_shutdown=GRACE_S, timeout_worker_healthcheck=WORKER_START_S, log_level="info",
+                    access_log=False)
 
 
 def app_from_env() -> Any:
