@@ -50,6 +50,7 @@ from dlforge.spec import ServeSpec
 log = logging.getLogger("dlforge")
 
 INLINE_DECODE_BYTES = 64 * 1024
+DLFORGE_VERSION = package_version("dlforge")
 HEALTH_ROUTES = {"/health/live", "/health/ready", "/ping", "/v2/health/live", "/v2/health/ready"}
 V2_DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
                 "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
@@ -223,7 +224,7 @@ def create_app(served: Served) -> FastAPI:
         await served.warm_up()
         served.metrics.load_seconds.set(served.load_seconds)
         served.metrics.model.info({"name": served.name, "version": served.version, "task": served.predictor.meta[
-            "task"], "backend": served.backend, "dlforge": package_version("dlforge")})
+            "task"], "backend": served.backend, "dlforge": DLFORGE_VERSION})
         served.ready = True
         log.info("serving %s (%s, version %s, %s backend), loaded in %.1f s", served.name,
                  served.predictor.meta["task"], served.version, served.backend, served.load_seconds)
@@ -277,7 +278,7 @@ def _routes(app: FastAPI, served: Served) -> None:
                 "parameters": {name: meta.get("predict", {}).get(name) for name in s.predictor.task.prediction_options},
                 "metrics": s.eval.get("headline") or s.eval.get("metrics"),
                 "batching": s.settings.batching.model_dump(), "limits": s.settings.limits.model_dump(),
-                "dlforge": package_version("dlforge")}
+                "dlforge": DLFORGE_VERSION}
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -285,14 +286,16 @@ def _routes(app: FastAPI, served: Served) -> None:
 
         return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    page_html = files("dlforge.serve").joinpath("page.html").read_text()  # read once, not per request
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(files("dlforge.serve").joinpath("page.html").read_text())
+        return HTMLResponse(page_html)
 
     # ------------------------------------------------------------ KServe Open Inference Protocol V2
     @app.get("/v2", tags=["v2"], summary="Server metadata")
     async def v2_server() -> dict[str, Any]:
-        return {"name": "dlforge", "version": package_version("dlforge"), "extensions": []}
+        return {"name": "dlforge", "version": DLFORGE_VERSION, "extensions": []}
 
     @app.get("/v2/health/live", tags=["v2"])
     async def v2_live() -> dict[str, Any]:
