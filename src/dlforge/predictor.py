@@ -21,6 +21,10 @@ from dlforge.train.devices import select_device, to_device
 Backend = Literal["torch", "onnx"]
 
 
+class NoEmbedding(DlforgeError):
+    """The model has no layer that sees one vector per item (dense heads, per-step decoders)."""
+
+
 class Predictor:
     """A task, its run's metadata and the graph that inference runs through: the torch graph of `model`
     (`task.graph`), or an exported stand-in taking and returning the same tensors (then `model` is None)."""
@@ -82,7 +86,7 @@ class Predictor:
             raise DlforgeError("embeddings need the torch backend (the ONNX graph ends at its outputs)")
         head = next((m for m in reversed(list(self.model.modules())) if isinstance(m, nn.Linear)), None)
         if head is None:
-            raise DlforgeError(f"{self.meta['task']} model {self.meta.get('model')} has no linear head to embed with")
+            raise NoEmbedding(f"{self.meta['task']} model {self.meta.get('model')} has no linear head to embed with")
         seen: list[torch.Tensor] = []
         hook = head.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().float().cpu()))
         try:
@@ -91,8 +95,8 @@ class Predictor:
             hook.remove()
         embedded = torch.cat([x.reshape(len(x), -1) for x in seen]) if seen else torch.zeros(0, head.in_features)
         if len(embedded) != len(items):  # the head runs per region or per token: no one vector per item
-            raise DlforgeError(f"{self.meta['task']} model {self.meta.get('model')}: its last linear layer does not "
-                               "see one vector per item")
+            raise NoEmbedding(f"{self.meta['task']} model {self.meta.get('model')}: its last linear layer does not "
+                              "see one vector per item")
         return (embedded.numpy(), predictions) if predict else embedded.numpy()
 
     def predict(self, items: Sequence[Any], **options: Any) -> list[dict[str, Any]]:

@@ -215,6 +215,20 @@ class SeriesWire(Wire):
             example["future"] = _columns(pd.DataFrame(0.0, index=ahead, columns=enc["known_future"]))
         return example
 
+    def statistics(self, items: list[Any], meta: dict[str, Any]) -> pd.DataFrame:
+        """Per series column (the target and the covariates): its value at the window's last step (over all
+        windows, the distribution of its values) and its standard deviation over the window (volatility)."""
+        import pandas as pd
+
+        enc = meta["encoding"]
+        columns = [enc["target"], *enc["past"], *enc["known_future"]]
+        rows = []
+        for item in items:
+            history = (item if isinstance(item, dict) else vars(item))["history"][columns]
+            last, std = history.iloc[-1], history.std()
+            rows.append({**{c: float(last[c]) for c in columns}, **{f"{c}_std": float(std[c]) for c in columns}})
+        return pd.DataFrame(rows)
+
     def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
         enc = meta.get("encoding", {})
         columns = [enc.get("target", "value"), *enc.get("past", []), *enc.get("known_future", [])]

@@ -57,6 +57,7 @@ def monitor_run(run_dir: str | Path, data: str | None = None, from_log: str | Pa
     predictor = Predictor.from_run(run)
     items = list(predictor.task.evaluation_data(predictor.meta, data)[0]) if data else \
         logged_items(predictor, from_log, since)
+    items = predictor.task.profile_items(items, predictor.meta)
     if len(items) < 10:
         raise DlforgeError(f"{data or from_log}: {len(items)} items to compare; drift needs at least 10")
     result, current = compare(predictor, profile, reference, items)
@@ -75,13 +76,11 @@ def profile_run(run_dir: str | Path, data: str | None = None) -> Path:
 
     run = Run.open(run_dir)
     predictor = Predictor.from_run(run)
-    items = predictor.task.evaluation_data(predictor.meta, data)[0]
+    if not predictor.task.profiled:
+        raise DlforgeError(f"{predictor.meta['task']} runs have no reference profile")
+    items = predictor.task.profile_items(predictor.task.evaluation_data(predictor.meta, data)[0], predictor.meta)
     metrics = (run.read_eval() or {}).get("metrics", {}) if data is None else {}
-    try:
-        profile, table = build_profile(predictor, items, metrics=metrics)
-    except NotImplementedError:
-        raise DlforgeError(f"{predictor.meta['task']} runs have no reference profile yet") from None
-    return write_profile(run.path, profile, table)
+    return write_profile(run.path, *build_profile(predictor, items, metrics=metrics))
 
 
 def write_drift_report(result: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame, folder: Path
@@ -93,8 +92,9 @@ def write_drift_report(result: dict[str, Any], reference: pd.DataFrame, current:
     summary = [
         ["inputs", f"{len(inputs['drifted_columns'])} of {len(inputs['columns'])} columns drifted (share "
                    f"{inputs['share']:.2f}; the dataset drifts at {inputs['threshold']})"],
-        ["embeddings", f"MMD p = {emb['p_value']:.3g}, domain-classifier ROC-AUC = {emb['domain_auc']:.3f}: "
-                       f"{'drift' if emb['drifted'] else 'no drift'}"],
+        ["embeddings", "none (the model has no layer that sees one vector per item)" if emb is None else
+         f"MMD p = {emb['p_value']:.3g}, domain-classifier ROC-AUC = {emb['domain_auc']:.3f}: "
+         f"{'drift' if emb['drifted'] else 'no drift'}"],
         ["rows", f"reference {result['rows']['reference']}, current {result['rows']['current']}"]]
     if "accuracy" in result:
         a = result["accuracy"]

@@ -8,7 +8,7 @@ report call only these methods, so adding a task is adding one file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -43,6 +43,15 @@ class Prepared:
     meta: dict[str, Any]  # JSON-able: labels, preprocessing, sizes; enough to rebuild the model
 
 
+@dataclass
+class ExplainTarget:
+    """What an explanation attributes (`dlforge.explain`): `score` maps `Task.forward`'s outputs for a batch to one
+    differentiable number per item, (B,); `about` says what that number is, JSON-able (a class, a box, a quantile)."""
+
+    about: dict[str, Any]
+    score: Callable[[Any], torch.Tensor]
+
+
 class Task:
     spec_class: ClassVar[type[SpecBase]]
     default_monitor: ClassVar[str] = "val/loss"
@@ -57,8 +66,8 @@ class Task:
     # How one JSON instance becomes a raw item (images, texts, series): the server decodes with it.
     wire: ClassVar[Wire]
     # Whether training writes a reference profile for drift monitoring (the wire's input statistics, the model's
-    # embeddings, its predictions) from the test split.
-    profiled: ClassVar[bool] = False
+    # embeddings, its predictions) of `profile_items(test items)`.
+    profiled: ClassVar[bool] = True
 
     def __init__(self, spec: SpecBase) -> None:
         self.spec = spec
@@ -126,6 +135,10 @@ class Task:
         """Pictures of one prediction: {suffix: uint8 (H, W, 3) array or PIL image}, for `--save-images`."""
         raise DlforgeError(f"{type(self).__name__} cannot draw its predictions")
 
+    def profile_items(self, items: Sequence[Any], meta: dict[str, Any]) -> Sequence[Any]:
+        """The items a drift profile describes, made from evaluation or logged items: by default the items."""
+        return items
+
     # ------------------------------------------------------------ evaluation and report
     def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
         """(items, targets): the run's own test split, or all of `source`."""
@@ -137,6 +150,22 @@ class Task:
 
     def report_sections(self, run: Run) -> list[Section]:
         return []
+
+    # ------------------------------------------------------------ explanation (dlforge.explain)
+    # The entries of `preprocess`'s dict that explanations attribute to (float tensors directly, integer ids through
+    # the model's embedding layer); empty: `preprocess` returns one tensor, attributed whole.
+    explained_inputs: ClassVar[tuple[str, ...]] = ()
+    explain_method: ClassVar[str | None] = None  # the default method; None: the first its input kind offers
+
+    def explain_target(self, outputs: Any, meta: dict[str, Any], target: str | None = None, box: int | None = None,
+                       **options: Any) -> ExplainTarget:
+        """The score to explain, chosen from one item's `forward` outputs: for `target` (a class, a quantile; None:
+        what the model predicts) and `box` (one detected object); `options` are prediction options."""
+        raise DlforgeError(f"{meta['task']} models cannot be explained")
+
+    def feature_names(self, meta: dict[str, Any]) -> dict[str, list[str]]:
+        """Names along the last axis of each explained input (covariates, columns), for pictures and JSON."""
+        return {}
 
 
 def prediction_settings(spec: type[S], meta: dict[str, Any], options: dict[str, Any]) -> S:

@@ -24,7 +24,6 @@ CALIBRATION_BINS = 15
 
 class ClassificationTask(Task):
     default_monitor = "val/accuracy"
-    profiled = True
     graph_outputs = ("logits",)  # (B, K)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

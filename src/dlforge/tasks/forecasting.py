@@ -174,6 +174,24 @@ class Forecasting(Task):
         data = self.read(source)
         return self.backtest_items(data, self.cuts(data, source))
 
+    def profile_items(self, items: Sequence[Any], meta: dict[str, Any]) -> list[SeriesInput]:
+        """Drift compares time-series values as the model reads them: every `lookback` window (with the known
+        future after it) of the longest history of each series."""
+        enc = meta["encoding"]
+        lookback, horizon = enc["lookback"], enc["horizon"]
+        longest: dict[str, SeriesInput] = {}
+        for item in (as_series_input(x, enc) for x in items):
+            kept = longest.get(item.series_id)
+            if kept is None or len(item.history) > len(kept.history):
+                longest[item.series_id] = item
+        windows = []
+        for item in longest.values():
+            frame = item.history if item.future is None else pd.concat([item.history, item.future])
+            for t in range(lookback, len(frame) - horizon + 1):
+                windows.append(SeriesInput(item.series_id, frame.iloc[t - lookback:t], frame.iloc[t:t + horizon],
+                                           item.static))
+        return windows
+
     # ------------------------------------------------------------ model, loss, step
     def build_model(self, meta: dict[str, Any]) -> nn.Module:
         enc = meta["encoding"]

@@ -90,6 +90,7 @@ class TokenPerplexity(Metric):
 class TextGeneration(LanguageTask, Task):
     spec_class = TextGenerationSpec
     prediction_options = tuple(GenerateSpec.model_fields)
+    profiled = False  # a profile predicts its reference items: generating for 2000 prompts costs more than training
 
     # ------------------------------------------------------------ data
     def _blocks(self, table: TextTable) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:

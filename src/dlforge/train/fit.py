@@ -64,10 +64,11 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
             result = {"data": "test split", **task.evaluate(predictor, *prepared.test, run.path / "plots")}
             run.write_eval(result)
             summary["headline"] = result["headline"]
-            if task.profiled and len(prepared.test[0]) >= 2:
+            profiled = task.profile_items(prepared.test[0], meta) if task.profiled else []
+            if len(profiled) >= 2:
                 from dlforge.monitor.profile import build_profile, write_profile
 
-                write_profile(run.path, *build_profile(predictor, prepared.test[0], metrics=result.get("metrics")))
+                write_profile(run.path, *build_profile(predictor, profiled, metrics=result.get("metrics")))
         write_report(run)
         run.mark_complete(summary)  # last: only now does the run count as finished
         return run
