@@ -54,3 +54,16 @@ def test_corrupted_digits_are_flagged_and_clean_ones_are_not(digits, corruption)
     result, _ = compare(predictor, profile, table, list(current if corruption is None else corruption(current)))
     assert result["embeddings"]["drifted"] is (corruption is not None), result["embeddings"]
     assert result["drifted"] is (corruption is not None)
+
+
+def test_calibrated_confidence_estimates_accuracy_without_labels(trained_run) -> None:
+    """Temperature scaling at training makes the mean confidence on unlabelled data track the accuracy; the
+    uncalibrated softmax (T = 1) is further off."""
+    predictor = dlforge.load(trained_run.path)
+    items, targets = predictor.task.evaluation_data(predictor.meta)
+    predictions = predictor.predict(items)
+    accuracy = np.mean([p["label"] == predictor.classes[t] for p, t in zip(predictions, targets, strict=True)])
+    estimate = np.mean([p["confidence"] for p in predictions])
+    raw = predictor.outputs(items).softmax(-1).max(-1).values.mean().item()
+    assert abs(estimate - accuracy) < 0.05
+    assert abs(estimate - accuracy) < abs(raw - accuracy)

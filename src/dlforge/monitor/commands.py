@@ -98,7 +98,8 @@ def write_drift_report(result: dict[str, Any], reference: pd.DataFrame, current:
         ["rows", f"reference {result['rows']['reference']}, current {result['rows']['current']}"]]
     if "accuracy" in result:
         a = result["accuracy"]
-        summary.append(["accuracy (label-free estimate)", f"{a['estimated_current']:.3f} now (mean confidence); "
+        summary.append(["accuracy (label-free estimate)", f"{a['estimated_current']:.3f} now (the mean confidence, "
+                        "temperature-scaled at training); "
                         f"reference mean confidence {a['reference_mean_confidence']:.3f}, test accuracy "
                         f"{a['reference']}"])
     sections = [Section("Summary", table(["", ""], summary))]

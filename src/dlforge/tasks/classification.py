@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from dlforge.report.html import Section, figure, table
 from dlforge.tasks.base import Task
+from dlforge.train.devices import to_device
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -37,16 +40,45 @@ class ClassificationTask(Task):
         return MetricCollection({"accuracy": MulticlassAccuracy(k, average="micro"),
                                  "f1_macro": MulticlassF1Score(k, average="macro")})
 
+    def calibrate(self, model: nn.Module, val: Dataset, meta: dict[str, Any]) -> dict[str, Any]:
+        """Temperature scaling (Guo et al. 2017): one T > 0 that divides every logit, fit on the validation set
+        by log loss. The ranking (and accuracy) stay; confidences come to mean what they say, so their mean
+        estimates accuracy on unlabelled data (drift monitoring)."""
+        if len(val) < 10:
+            return {"temperature": 1.0}
+        device = next(model.parameters()).device
+        loader = DataLoader(val, batch_size=256, collate_fn=getattr(val, "collate", None))
+        model.eval()
+        with torch.no_grad():
+            pairs = [self.step(model, to_device(batch, device))[1:] for batch in loader]
+        logits = torch.cat([o for o, _ in pairs]).float().cpu()  # (N, K)
+        targets = torch.cat([t for _, t in pairs]).cpu()  # (N,)
+        log_t = torch.zeros((), requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(logits / log_t.exp(), targets)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return {"temperature": round(log_t.exp().item(), 6)}
+
+    def probabilities(self, outputs: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+        """(B, K) logits -> calibrated class probabilities."""
+        return (outputs.float() / meta.get("temperature", 1.0)).softmax(dim=-1)
+
     def postprocess(self, outputs: torch.Tensor, meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
         classes = meta["classes"]
-        probs = outputs.float().softmax(dim=-1)  # (B, K)
+        probs = self.probabilities(outputs, meta)  # (B, K)
         return [{"label": classes[int(p.argmax())], "confidence": round(float(p.max()), 6),
                  "probabilities": {c: round(float(q), 6) for c, q in zip(classes, p, strict=True)}}
                 for p in probs]
 
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
         classes = predictor.meta["classes"]
-        probs = predictor.outputs(items).float().softmax(dim=-1)  # (N, K)
+        probs = self.probabilities(predictor.outputs(items), predictor.meta)  # (N, K)
         from dlforge.report import plots  # matplotlib: only when drawing
 
         result = classification_metrics(probs, torch.as_tensor(targets), classes)
