@@ -55,8 +55,9 @@ def test_context_holds_only_what_serving_reads(contexts: dict[str, Path], traine
                                                    "kserve", "example.json", "example-v2.json"}
     model = context / "model"
     assert {p.name for p in model.iterdir()} <= {"spec.yaml", "meta.json", "model.safetensors", "eval.json",
-                                                 "profile.json", "COMPLETE", "assets", "export"}
+                                                 "profile", "COMPLETE", "assets", "export"}
     assert {"spec.yaml", "meta.json", "model.safetensors", "COMPLETE"} <= {p.name for p in model.iterdir()}
+    assert (model / "profile" / "reference.parquet").is_file()  # serve.monitor compares with it
     assert (trained_run.path / "checkpoints").exists() and not (model / "checkpoints").exists()
     assert (trained_run.path / "plots").exists() and not (model / "plots").exists()
     # In the image the model is root's and the server runs as uid 10001: everything must be world-readable.

@@ -36,8 +36,8 @@ CPU_BASE = "python:3.12-slim"
 GPU_BASE = "nvidia/cuda:13.0.0-base-ubuntu24.04"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 PORT, UID = 8080, 10001
-SERVING_FILES = ("spec.yaml", "meta.json", "model.safetensors", "eval.json", "profile.json", "COMPLETE")
-SERVING_DIRS = ("assets", "export")
+SERVING_FILES = ("spec.yaml", "meta.json", "model.safetensors", "eval.json", "COMPLETE")
+SERVING_DIRS = ("assets", "export", "profile")  # profile: the drift reference of serve.monitor
 _DNS = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME = 40  # KServe and Knative append suffixes (-predictor-00001-deployment-...) within 63 characters
 

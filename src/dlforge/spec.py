@@ -117,12 +117,20 @@ class RequestLogSpec(StrictModel):
                                                "$DLFORGE_REQUEST_LOG")
 
 
+class DriftWindowSpec(StrictModel):
+    window: int = Field(0, ge=0, description="recent inputs kept and compared with the run's reference profile; "
+                                             "drift gauges on /metrics (0 = off)")
+    every_s: float = Field(60.0, gt=0.0, description="seconds between comparisons (only when new inputs came)")
+    min_items: int = Field(30, ge=10, description="inputs the window needs before its first comparison")
+
+
 class ServeSpec(StrictModel):
     """`serve:`: how `dlforge serve` runs this model; `--set serve.<field>=...` overrides at start."""
 
     batching: BatchingSpec = BatchingSpec()
     limits: LimitsSpec = LimitsSpec()
     request_log: RequestLogSpec = RequestLogSpec()
+    monitor: DriftWindowSpec = DriftWindowSpec()
 
 
 class SpecBase(StrictModel):

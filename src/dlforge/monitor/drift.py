@@ -26,6 +26,8 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
+from dlforge._progress import progress
+
 Method = Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi"]
 P_VALUE_METHODS = {"ks", "chisquare", "z"}  # drift when the p-value is below the threshold; others: at or above
 DEFAULT_THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1, "psi": 0.1}
@@ -102,7 +104,8 @@ def dataset_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
     if unknown:
         raise ValueError(f"drift overrides name columns the reference lacks: {', '.join(unknown)}")
     results, skipped = [], {}
-    for name in columns or list(reference.columns):
+    names = columns or list(reference.columns)
+    for name in progress(names, len(names), "drift per column", min_total=50):
         if name not in current.columns:
             skipped[name] = "not in the current data"
             continue

@@ -134,6 +134,12 @@ def compare(predictor: Predictor, profile: dict[str, Any], reference: pd.DataFra
     """Drift of `items` (made by the task's `profile_items`) against the profile: inputs per column, embeddings
     as a whole, predictions. Returns the result (JSON-able) and the current items' table."""
     current = features(predictor, _sample(items, SAMPLE, seed), profile["pca"])
+    return compare_tables(profile, reference, current, share, overrides, seed), current
+
+
+def compare_tables(profile: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame, share: float = 0.5,
+                   overrides: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> dict[str, Any]:
+    """`compare` once the current items are a table (`features`): statistics only, no model."""
     pcs = [c for c in reference.columns if c.startswith("pc_")]
     predictions = [c for c in reference.columns if c.startswith("prediction_") and c in current]
     inputs = [c for c in reference.columns if c not in pcs and not c.startswith("prediction_")]
@@ -149,7 +155,7 @@ def compare(predictor: Predictor, profile: dict[str, Any], reference: pd.DataFra
             "estimated_current": float(current["prediction_confidence"].mean()),
             "reference_mean_confidence": float(reference["prediction_confidence"].mean()),
             "reference": profile.get("metrics", {}).get("accuracy")}
-    return result, current
+    return result
 
 
 def embedding_drift(reference: np.ndarray, current: np.ndarray, seed: int = 0) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException
 from dlforge.errors import DlforgeError, InputError
 from dlforge.predictor import Predictor
 from dlforge.serve.batching import Batcher
+from dlforge.serve.drift_window import DriftWindow
 from dlforge.serve.metrics import ServerMetrics
 from dlforge.serve.request_log import RequestLog
 from dlforge.spec import ServeSpec
@@ -101,6 +102,7 @@ class Served:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     batcher: Batcher | None = None
     request_log: RequestLog | None = None
+    drift_window: DriftWindow | None = None
     ready: bool = False
     outputs: list[dict[str, Any]] = field(default_factory=list)  # V2 outputs, from the warm-up prediction
     eval: dict[str, Any] = field(default_factory=dict)  # the run's eval.json
@@ -145,7 +147,10 @@ class Served:
             items = self.decode(instances) if small else await run_in_threadpool(self.decode, instances)
         finally:
             self.batcher.arriving -= 1
-        return await self.batcher.enqueue(items, parameters)  # cancelled on timeout: the batcher then skips it
+        predictions = await self.batcher.enqueue(items, parameters)  # cancelled on timeout: the batcher skips it
+        if self.drift_window is not None:
+            self.drift_window.add(items)
+        return predictions
 
     async def warm_up(self) -> None:
         """One prediction on the wire's example before the first request: lazy initialisation is paid here, and
@@ -193,6 +198,8 @@ def load_served(run: str | os.PathLike, backend: str = "torch", device: str = "c
     if settings.request_log.sample > 0:
         served.request_log = RequestLog(_log_path(run.path, settings.request_log.path), settings.request_log.sample,
                                         f"{served.name}:{digest}")
+    if settings.monitor.window:
+        served.drift_window = DriftWindow(predictor, run.path, settings.monitor, served.metrics)
     served.eval = run.read_eval() or {}
     served.load_seconds = time.perf_counter() - started
     return served
@@ -222,6 +229,7 @@ def create_app(served: Served) -> FastAPI:
                                  on_batch=served.metrics.observe_batch)
         await served.batcher.start()
         await served.warm_up()
+        watching = served.drift_window and asyncio.create_task(served.drift_window.run(served.batcher.executor))
         served.metrics.load_seconds.set(served.load_seconds)
         served.metrics.model.info({"name": served.name, "version": served.version, "task": served.predictor.meta[
             "task"], "backend": served.backend, "dlforge": DLFORGE_VERSION})
@@ -230,6 +238,8 @@ def create_app(served: Served) -> FastAPI:
                  served.predictor.meta["task"], served.version, served.backend, served.load_seconds)
         yield
         served.ready = False  # in-flight requests have finished: uvicorn drains them before the lifespan ends
+        if watching:
+            watching.cancel()
         await served.batcher.stop()
         if served.request_log is not None:
             served.request_log.close()
@@ -285,6 +295,13 @@ def _routes(app: FastAPI, served: Served) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/drift", summary="The last comparison of recent inputs with the training reference (serve.monitor)")
+    async def drift() -> dict[str, Any]:
+        if s.drift_window is None:
+            raise HTTPException(404, "drift monitoring is off; serve with --set serve.monitor.window=N")
+        w = s.drift_window
+        return {"window": len(w.items), "inputs_seen": w.added, "compared_after": w.checked_at, "result": w.last}
 
     page_html = files("dlforge.serve").joinpath("page.html").read_text()  # read once, not per request
 
