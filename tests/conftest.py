@@ -171,6 +171,10 @@ def tiny_run_spec(name: str, data: Path, request: pytest.FixtureRequest) -> dict
     if name == "lstm_forecaster":
         monthly_table().to_csv(data / "sales.csv", index=False)
         return forecast_spec(data / "sales.csv", train={"epochs": 1})
+    if name == "tabular_classification":
+        from tests.test_tabular import tabular_rows, tabular_spec
+
+        return tabular_spec(write_csv(data / "table.csv", tabular_rows(60)))
     reviews = write_csv(data / "reviews.csv", sentiment_rows(24))
     if name == "transformer_text":
         model = {"name": "transformer", "kwargs": {"d_model": 32, "heads": 2, "layers": 1}}

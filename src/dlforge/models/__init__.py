@@ -9,6 +9,7 @@ from dlforge.models import (  # noqa: F401  (registration)
     recurrent,
     resnet_small,
     segmenters,
+    tabular,
     transformer,
     unet,
     yolo,

@@ -5,6 +5,7 @@ from dlforge.tasks import (  # noqa: F401  (registration)
     image_classification,
     object_detection,
     semantic_segmentation,
+    tabular_classification,
     text_classification,
     text_generation,
 )
