@@ -71,6 +71,11 @@ class EarlyStoppingSpec(StrictModel):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+class FairnessSpec(StrictModel):
+    reweigh: list[str] = Field(default_factory=list, description="Kamiran-Calders reweighing: training examples "
+                               "weighted so that these columns and the label become independent")
+
+
 class TrainSpec(StrictModel):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -94,6 +99,7 @@ class TrainSpec(StrictModel):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     checkpoint: bool = Field(True, description="write checkpoints/last.pt each epoch (model, optimizer, RNG: what "
                                                "--resume needs); off saves the time and disk of large models")
+    fairness: FairnessSpec = FairnessSpec()
 
 
 class BatchingSpec(StrictModel):
@@ -133,6 +139,17 @@ class ServeSpec(StrictModel):
     monitor: DriftWindowSpec = DriftWindowSpec()
 
 
+class CardSpec(StrictModel):
+    """`card:`: what the model card cannot learn from the run."""
+
+    intended_use: str = Field("", description="who should use the model, for what")
+    out_of_scope: str = Field("", description="uses the model is not made or tested for")
+    ethical_considerations: str = ""
+    caveats: str = ""
+    authors: str = ""
+    license: str | None = Field(None, description="an SPDX id, e.g. apache-2.0")
+
+
 class SpecBase(StrictModel):
     """Fields every task's spec has. Task files subclass this with their own `data` and `model`."""
 
@@ -141,6 +158,7 @@ class SpecBase(StrictModel):
     description: str = ""
     train: TrainSpec = TrainSpec()
     serve: ServeSpec = ServeSpec()
+    card: CardSpec = CardSpec()
 
 
 def resolve_path(value: str, info: ValidationInfo) -> str:

@@ -60,6 +60,7 @@ def render(title: str, subtitle: str, sections: list[Section]) -> str:
 
 def write_report(run: Run) -> Path:
     """Build report.html from what the run directory holds."""
+    from dlforge.card import write_card
     from dlforge.registry import TASKS
     from dlforge.report import plots
 
@@ -80,6 +81,10 @@ def write_report(run: Run) -> Path:
             "<p>No layer's gradient vanished or exploded.</p>"
         sections.append(Section("Training", body))
     sections += task.report_sections(run)
+    from markdown_it import MarkdownIt  # rich's markdown parser
+
+    card = write_card(run).read_text().split("---", 2)[-1]  # the front matter is for the hub, not for reading
+    sections.append(Section("Model card", MarkdownIt("commonmark").enable("table").render(card)))
     sections.append(Section("Spec", f"<pre>{html.escape(run.spec_path.read_text())}</pre>"))
     page = render(f"dlforge run: {run.path.name}", f"task {spec.task} · model {meta.get('model')} · {status}",
                   sections)
