@@ -182,6 +182,46 @@ def _save_annotated(predictor: Any, inputs: list[Path], predictions: list[dict],
 
 @app.command()
 @_friendly
+def explain(run: RunArg,
+            inputs: Annotated[list[Path] | None, typer.Argument(help="input files: images; .json instances (series, "
+                                                                   "rows); .csv rows; text files", show_default=False)
+                              ] = None,
+            text: Annotated[list[str] | None, typer.Option("--text", help="text models: a text; repeatable")] = None,
+            method: Annotated[str | None, typer.Option(help="ig, saliency, gradcam, occlusion, lime or shap "
+                                                            "[default: the input kind's]", show_default=False)] = None,
+            target: Annotated[str | None, typer.Option(help="the class (forecasts: quantile) to explain [default: "
+                                                            "the prediction]", show_default=False)] = None,
+            box: Annotated[int | None, typer.Option(help="detection: which detected object (0: the best)",
+                                                    show_default=False)] = None,
+            out_dir: Annotated[Path | None, typer.Option("--out", help="[default: <run>/explanations]",
+                                                         show_default=False)] = None,
+            device: str = "cpu") -> None:
+    """Which parts of each input drove the prediction: a picture (PNG; HTML for texts) and JSON per input, with
+    trust checks (deletion curve against random order; Integrated Gradients' completeness)."""
+    import dlforge
+    from dlforge.explain import explain as explain_items
+    from dlforge.explain import write, write_summary
+    from dlforge.explain.inputs import read_inputs
+
+    predictor = dlforge.load(run, device=device)
+    items, names = read_inputs(predictor.task, inputs or [], text or [])
+    found = explain_items(predictor, items, method=method, target=target, box=box)
+    folder = out_dir or run / "explanations"
+    written = write(found, folder, names) + (write_summary(found, folder) if len(found) > 1 else [])
+    table = Table(title=f"{found[0].method} explanations of {len(found)} input(s)")
+    for col in ("input", "explained", "score", "deletion AUC", "random order AUC", "IG completeness error"):
+        table.add_column(col, justify="left" if col in ("input", "explained") else "right")
+    for name, e in zip(names, found, strict=True):
+        d, c = e.checks["deletion"], e.checks.get("completeness") or {}
+        error = c.get("relative_error")
+        table.add_row(name, ", ".join(f"{k} {v}" for k, v in e.target.items() if k != "score"), f"{e.score:.4g}",
+                      f"{d['auc']:.4g}", f"{d['random_auc']:.4g}", "" if error is None else f"{error:.2%}")
+    out.print(table)
+    out.print(f"wrote {len(written)} files to {folder}")
+
+
+@app.command()
+@_friendly
 def forecast(run: RunArg,
              horizon: Annotated[int | None, typer.Option(help="steps ahead (default: the model's horizon)")] = None,
              data: Annotated[str | None, typer.Option(help="newer history to forecast from (default: the run's "

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dlforge.errors import DlforgeError
 from dlforge.report.html import Section, figure, table
-from dlforge.tasks.base import Task
+from dlforge.tasks.base import ExplainTarget, Task
 from dlforge.train.devices import to_device
 
 if TYPE_CHECKING:
@@ -75,6 +76,20 @@ class ClassificationTask(Task):
         return [{"label": classes[int(p.argmax())], "confidence": round(float(p.max()), 6),
                  "probabilities": {c: round(float(q), 6) for c, q in zip(classes, p, strict=True)}}
                 for p in probs]
+
+    def explain_target(self, outputs: torch.Tensor, meta: dict[str, Any], target: str | None = None,
+                       box: int | None = None, **options: Any) -> ExplainTarget:
+        """The log-odds of a class (`target`, or the predicted one): its logit less the log-sum-exp of the others'.
+        Unlike the probability it does not saturate, and unlike the bare logit it moves only with the decision."""
+        classes = meta["classes"]
+        if box is not None:
+            raise DlforgeError("box: picks a detected object; this model classifies (use target: a class)")
+        if target is not None and str(target) not in classes:
+            raise DlforgeError(f"target {target!r} is not a class of this model; classes: {', '.join(classes)}")
+        k = int(outputs[0].argmax()) if target is None else classes.index(str(target))
+        others = [j for j in range(len(classes)) if j != k]
+        return ExplainTarget({"class": classes[k], "score": "log-odds"},
+                             lambda out: out[:, k].float() - out[:, others].float().logsumexp(dim=1))
 
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
         classes = predictor.meta["classes"]

@@ -27,7 +27,7 @@ from dlforge.models import recurrent  # noqa: F401  (registers the forecasters b
 from dlforge.registry import FORECASTERS, TASKS
 from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase, StrictModel, resolve_path
-from dlforge.tasks.base import Prepared, Task
+from dlforge.tasks.base import ExplainTarget, Prepared, Task
 from dlforge.wire import SeriesWire
 
 if TYPE_CHECKING:
@@ -126,6 +126,7 @@ class Forecasting(Task):
     default_monitor = "val/loss"
     prediction_options = ("horizon",)
     graph_outputs = ("quantiles",)  # (B, H, Q) in scaled units, before sorting and calibration
+    explained_inputs = ("past", "future")  # (B, L, P), (B, H, F): see `feature_names`
 
     # ------------------------------------------------------------ data
     def read(self, source: str | None = None) -> SeriesSet:
@@ -293,6 +294,28 @@ class Forecasting(Task):
             results.append({"series_id": out["series_id"], "timestamps": [s.isoformat() for s in stamps],
                             **{name: q[:, i].tolist() for i, name in enumerate(names)}})
         return results
+
+    def explain_target(self, outputs: list[dict[str, Any]], meta: dict[str, Any], target: str | None = None,
+                       box: int | None = None, **options: Any) -> ExplainTarget:
+        """The forecast of one quantile (`target`, default the median) summed over the horizon, in the series' units."""
+        names = [quantile_name(q) for q in meta["quantiles"]]
+        if box is not None or (target is not None and target not in names):
+            raise DlforgeError(f"target {target!r}: a forecast explains one of its quantiles: {', '.join(names)}")
+        i = names.index(target or quantile_name(0.5))
+        return ExplainTarget({"quantile": names[i], "score": f"sum of the {names[i]} forecast over "
+                              f"{meta['encoding']['horizon']} steps"},
+                             lambda out: torch.stack([o["quantiles"][:, i].sum() for o in out]))
+
+    def feature_names(self, meta: dict[str, Any]) -> dict[str, list[str]]:
+        """The channels of the past and future windows, in `SeriesArrays.window`'s order."""
+        enc = meta["encoding"]
+        calendar = ["season sin", "season cos", "season sin 2", "season cos 2"] \
+            if enc["calendar"] and enc["season"] > 1 else []
+        static = [e["column"] if e["kind"] == "numeric" else f"{e['column']}={v}" for e in enc["static"]
+                  for v in ([None] if e["kind"] == "numeric" else e["values"])]
+        lag = ["seasonal-naive value"] if 1 < enc["season"] <= enc["lookback"] else []
+        return {"past": [enc["target"], *enc["past"], *enc["known_future"], *calendar, *static],
+                "future": [*enc["known_future"], *calendar, *static, *lag]}
 
     # ------------------------------------------------------------ evaluation and report
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:

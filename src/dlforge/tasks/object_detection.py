@@ -20,10 +20,11 @@ from torch import nn
 
 from dlforge.data.detection import DetectionSet, read_detection_set
 from dlforge.data.images import resize_square, to_uint8_tensor
+from dlforge.errors import DlforgeError
 from dlforge.registry import DETECTORS, TASKS
 from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase, StrictModel
-from dlforge.tasks.base import Prepared, prediction_settings
+from dlforge.tasks.base import ExplainTarget, Prepared, prediction_settings
 from dlforge.tasks.dense import DenseDataSpec, DenseTask
 from dlforge.wire import ImageWire
 
@@ -94,6 +95,7 @@ class ObjectDetection(DenseTask):
     default_monitor = "val/map"
     prediction_options = ("conf", "iou", "max_det")
     graph_outputs = ("predictions",)  # (B, A, 4 + C): xyxy boxes in input pixels, then class probabilities
+    explained_inputs, explain_method = ("images",), "gradcam"
     export_hint = ("the YOLO-style detectors (yolo_n, yolo_s) export; torchvision's detectors (Faster R-CNN, "
                    "RetinaNet, FCOS) post-process inside the model and are served with the torch backend")
 
@@ -186,6 +188,33 @@ class ObjectDetection(DenseTask):
                 {"box": [round(float(v), 2) for v in box], "label": classes[int(label)], "score": round(float(s), 4)}
                 for box, label, s in zip(det["boxes"], det["labels"], det["scores"], strict=True)]})
         return results
+
+    def explain_target(self, outputs: list[dict[str, torch.Tensor]], meta: dict[str, Any], target: str | None = None,
+                       box: int | None = None, **options: Any) -> ExplainTarget:
+        """The score of detected object number `box` (0: the best; of class `target` if given), as the prediction
+        lists them; in other images, the best score of a candidate of its class overlapping it (IoU >= 0.5)."""
+        from torchvision.ops import box_iou
+
+        o, classes = prediction_settings(DetectionPredictSpec, meta, options), meta["classes"]
+        if target is not None and target not in classes:
+            raise DlforgeError(f"target {target!r} is not a class of this model; classes: {', '.join(classes)}")
+        det = select(outputs[0], o.conf, o.iou, o.max_det)
+        found = [i for i, label in enumerate(det["labels"].tolist()) if target is None or classes[label] == target]
+        n = box or 0
+        if not 0 <= n < len(found):
+            raise DlforgeError(f"box {n}: {len(found)} object(s){f' of class {target}' if target else ''} detected at "
+                               f"conf {o.conf}" + (f"; choose 0 to {len(found) - 1}" if found else ""))
+        chosen, label = det["boxes"][found[n]].detach(), int(det["labels"][found[n]])
+
+        def score(out: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+            best = []
+            for d in out:
+                match = (d["labels"] == label) & (box_iou(d["boxes"], chosen[None])[:, 0] >= 0.5)
+                best.append(d["scores"][match].max() if match.any() else d["scores"].sum() * 0)
+            return torch.stack(best)
+
+        return ExplainTarget({"box": [round(float(v), 2) for v in chosen], "label": classes[label], "rank": n,
+                              "score": "detection score"}, score)
 
     def annotate(self, item: Any, prediction: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         return {"boxes": draw_boxes(to_uint8_tensor(item, 3), prediction["objects"], meta["classes"])}

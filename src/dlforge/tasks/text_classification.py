@@ -57,6 +57,7 @@ class TextClassification(LanguageTask, ClassificationTask):
     spec_class = TextClassificationSpec
     # batches pad to their longest text: the token axis varies too
     dynamic_axes: ClassVar[dict[str, dict[int, str]]] = {"input_ids": {1: "tokens"}, "attention_mask": {1: "tokens"}}
+    explained_inputs = ("input_ids",)  # through the embedding layer that reads them
 
     def _read(self, source: str) -> TextTable:
         d = self.spec.data
