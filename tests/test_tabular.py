@@ -111,6 +111,20 @@ def test_raw_rows_with_missing_values_and_unseen_categories_are_predicted(adult_
         predictor.predict([{k: v for k, v in typical.items() if k != "age"}])
 
 
+def test_the_mlp_embeds_each_categorical_column() -> None:
+    import torch
+    from torch import nn
+
+    from dlforge.models.tabular import TabularMLP
+
+    model = TabularMLP(numeric_features=3, cardinalities=[2, 200], num_classes=4, hidden=[8], norm="batch")
+    assert [e.embedding_dim for e in model.embeddings] == [2, 50]  # min(50, (rows + 1) // 2), rows = categories + 1
+    assert not any(e.weight[0].any() for e in model.embeddings)  # unknown starts at zero
+    assert model.train()(torch.randn(1, 3), torch.tensor([[1, 150]])).shape == (1, 4)  # a training batch of one
+    assert [m for m in model.modules() if isinstance(m, nn.Linear)][-1] is model.head  # what drift monitoring reads
+    assert model.head.in_features == 8
+
+
 # ---------------------------------------------------------------- reading files
 
 

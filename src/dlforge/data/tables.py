@@ -240,7 +240,7 @@ def clean(table: Table, label: str, numeric: list[str], categorical: list[str], 
     if missing:
         raise DataError(f"{table.source}: no column {missing[0]!r}; the model needs columns {', '.join(needed)}")
     bad: dict[int, tuple[str, str]] = {}  # row -> (reason, message), the first per row
-    labels = [category(v) for v in frame[label]]
+    labels = _categories(table, label)
     for i, value in enumerate(labels):
         if value is None:
             bad.setdefault(i, ("missing_label", f"column {label!r}: the label is missing"))
@@ -248,7 +248,7 @@ def clean(table: Table, label: str, numeric: list[str], categorical: list[str], 
     for name in frame.columns:
         values = frame[name].tolist()
         if name == label or name in categorical:
-            columns[name] = labels if name == label else [category(v) for v in values]
+            columns[name] = labels if name == label else _categories(table, name)
             continue
         parsed = []
         for i, value in enumerate(values):
@@ -262,7 +262,7 @@ def clean(table: Table, label: str, numeric: list[str], categorical: list[str], 
                 bad.setdefault(i, ("bad_number", f"column {name!r}: {e} (a numeric column; list it in "
                                                   "data.categorical to treat it as categories)"))
         if parsed is None or (name not in numeric and all(math.isnan(v) for v in parsed)):
-            columns[name] = [category(v) for v in values]
+            columns[name] = _categories(table, name)
             continue
         whole = all(math.isnan(v) or v.is_integer() for v in parsed)
         columns[name] = [None if math.isnan(v) else int(v) if whole else v for v in parsed]
@@ -281,6 +281,16 @@ def clean(table: Table, label: str, numeric: list[str], categorical: list[str], 
     if not len(kept.frame):
         raise DataError(f"{table.source}: no usable rows")
     return kept
+
+
+def _categories(table: Table, column: str) -> list[str | None]:
+    out = []
+    for i, value in enumerate(table.frame[column].tolist()):
+        try:
+            out.append(category(value, ()))
+        except ValueError as e:
+            raise DataError(f"{table.where[i]}: column {column!r}: {e}") from None
+    return out
 
 
 # ---------------------------------------------------------------- preprocessing: fitted on training rows

@@ -17,13 +17,26 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dlforge.registry import Registry
 
 TABULAR_MODELS: Registry = Registry("tabular model")
 
-NORMS = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "none": lambda width: nn.Identity()}
+
+
+class BatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d that normalises a training batch of one row (the last of an epoch, say) with the running
+    statistics instead of failing: one row has no spread of its own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, width)
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+NORMS = {"batch": BatchNorm, "layer": nn.LayerNorm, "none": lambda width: nn.Identity()}
 
 
 def embedding_dim(rows: int) -> int:

@@ -215,10 +215,17 @@ class TabularClassification(ClassificationTask):
     spec_class = TabularClassificationSpec
     wire: ClassVar[TabularWire] = TabularWire()  # without columns: example, schema, statistics (they take meta)
     graph_outputs = ("logits",)
+    # explanations attribute to the numbers as they are and to the categories through their embeddings
+    explained_inputs: ClassVar[tuple[str, ...]] = ("numeric", "categorical")
 
     def __init__(self, spec: SpecBase) -> None:
         super().__init__(spec)
         self.wire = TabularWire()  # this task's own: given the columns by `prepare` or `load_assets`
+
+    def _use(self, prep: dict[str, Any]) -> None:
+        """The run's columns: the wire decodes with them; an input with no columns is not explained."""
+        self.wire = TabularWire(prep)
+        self.explained_inputs = tuple(name for name in ("numeric", "categorical") if prep[name])
 
     # ------------------------------------------------------------ data
     def _label(self) -> str:
@@ -255,10 +262,10 @@ class TabularClassification(ClassificationTask):
         splits = dict(zip(("train", "val", "test"), self._split(main, held, label, classes), strict=True))
         prep = fit_preprocessing(splits["train"].rows(label), label, numeric, categorical, list(main.frame.columns),
                                  d.na_values)
-        self.wire = TabularWire(prep)
+        self._use(prep)
         encoded = {name: encode(part.rows(label), prep) for name, part in splits.items()}
         dropped = {k: main.counts.get(k, 0) + (held.counts.get(k, 0) if held else 0)
-                   for k in {*main.counts, *(held.counts if held else {})}}
+                   for k in sorted({*main.counts, *(held.counts if held else {})})}
         counts = {name: c for name, (_, c) in encoded.items()}
         meta = {"classes": classes, "model": m.name, "model_kwargs": m.kwargs, "preprocessing": prep,
                 "sizes": {name: len(part.where) for name, part in splits.items()},
@@ -288,7 +295,7 @@ class TabularClassification(ClassificationTask):
     def load_assets(self, directory: Path) -> None:
         path = directory / COLUMNS_ASSET
         if path.exists():
-            self.wire = TabularWire(json.loads(path.read_text()))
+            self._use(json.loads(path.read_text()))
 
     # ------------------------------------------------------------ inference
     def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -314,6 +321,12 @@ class TabularClassification(ClassificationTask):
         typical = self.wire.example(meta)
         rows = [typical if i % 2 == 0 else dict.fromkeys(typical) for i in range(batch)]
         return self.preprocess(rows, meta)
+
+    def feature_names(self, meta: dict[str, Any]) -> dict[str, list[str]]:
+        prep = meta["preprocessing"]
+        return {"numeric": [c["name"] for c in prep["numeric"]]
+                + [f"{c['name']} (missing)" for c in prep["numeric"] if c["indicator"]],
+                "categorical": [c["name"] for c in prep["categorical"]]}
 
     # ------------------------------------------------------------ evaluation and report
     def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
