@@ -235,12 +235,6 @@ def test_the_wire_decodes_rows_and_refuses_bad_ones(tiny_runs) -> None:
     assert wire.encode({"x": np.float64("nan"), "count": np.int64(2)}) == {"x": None, "count": 2}
 
 
-def test_the_server_answers_as_the_predictor(tiny_runs) -> None:
-    import tests.serve.test_tasks as serving
-
-    serving.test_every_task_is_served(tiny_runs, "tabular_classification")
-
-
 def test_onnx_export_predicts_as_torch(tiny_runs) -> None:
     run = tiny_runs("tabular_classification")
     torch_predictor = dlforge.load(run)
@@ -248,3 +242,20 @@ def test_onnx_export_predicts_as_torch(tiny_runs) -> None:
     onnx_predictor = dlforge.load(run, backend="onnx")
     for a, b in zip(onnx_predictor.predict(items), torch_predictor.predict(items), strict=True):
         assert a["label"] == b["label"] and a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
+
+
+def test_unlabelled_rows_are_monitored_and_a_shifted_column_is_named(adult_run: Path, tmp_path: Path) -> None:
+    """Production rows carry no label: monitor reads them, and names the shifted column; evaluate refuses."""
+    from dlforge.evaluate import evaluate_run
+    from dlforge.monitor.commands import monitor_run
+
+    _, test = read_tables("builtin:adult")
+    rows = test.frame.drop(columns=["income"]).sample(1500, random_state=0)
+    rows.to_csv(tmp_path / "today.csv", index=False)
+    calm, _ = monitor_run(adult_run, data=str(tmp_path / "today.csv"), out=tmp_path / "calm")
+    assert not calm["drifted"] and "age" not in calm["inputs"]["drifted_columns"]
+    rows.assign(age=pd.to_numeric(rows["age"]) + 15).to_csv(tmp_path / "older.csv", index=False)
+    older, _ = monitor_run(adult_run, data=str(tmp_path / "older.csv"), out=tmp_path / "older")
+    assert "age" in older["inputs"]["drifted_columns"] and "education" not in older["inputs"]["drifted_columns"]
+    with pytest.raises(DlforgeError, match="no labels to evaluate against"):
+        evaluate_run(adult_run, data=str(tmp_path / "today.csv"))

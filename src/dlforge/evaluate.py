@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlforge._io import atomic_write_json
+from dlforge.errors import DlforgeError
 from dlforge.predictor import Predictor
 from dlforge.run import Run
 
@@ -21,6 +22,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None, out: str |
     run = Run.open(run_dir)
     predictor = Predictor.from_run(run, device=device)
     items, targets = predictor.task.evaluation_data(predictor.meta, data)
+    if targets is None:
+        raise DlforgeError(f"{data}: no labels to evaluate against (predict or monitor unlabelled data)")
     if out is None:
         out = run.path if data is None else run.path / "evaluations" / Path(data.rstrip("/")).stem.replace(":", "_")
     out = Path(out)

@@ -103,8 +103,22 @@ def test_missing_columns_and_values_are_reported_not_compared() -> None:
     rng = np.random.default_rng(4)
     ref, cur = frame(rng, 500), frame(rng, 500).drop(columns=["x3"])
     cur["x1"] = np.nan
+    ref.loc[5, "x0"], cur.loc[7, "x2"] = np.inf, -np.inf  # left out like missing values, not a crash
     result = dataset_drift(ref, cur)
     assert result.skipped == {"x1": "no values in the current data", "x3": "not in the current data"}
+    x0 = next(c for c in result.columns if c.column == "x0")
+    assert x0.reference_rows == 499 and np.isfinite(x0.psi)
+
+
+def test_jensen_shannon_is_evidentlys_on_categories_one_sample_lacks() -> None:
+    """No filling of empty categories, as Evidently: sqrt of the JS divergence (base e) of the raw shares."""
+    ref = pd.Series(["a"] * 1500 + ["b"] * 500)
+    cur = pd.Series(["a"] * 1500 + ["c"] * 500)
+    p, q = np.array([0.75, 0.25, 0.0]), np.array([0.75, 0.0, 0.25])
+    m = (p + q) / 2
+    kl = lambda x, y: np.sum(x[x > 0] * np.log(x[x > 0] / y[x > 0]))  # noqa: E731
+    expected = np.sqrt((kl(p, m) + kl(q, m)) / 2)
+    assert column_drift(ref, cur, method="jensenshannon").score == pytest.approx(expected, rel=1e-9)
 
 
 def test_embedding_tests_see_a_shift_and_stay_quiet_without_one() -> None:

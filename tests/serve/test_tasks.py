@@ -10,7 +10,8 @@ import pytest
 import dlforge
 from tests.serve.conftest import ThreadServer, assert_same_predictions
 
-KINDS = ["image_classification", "segmentation", "yolo", "lstm_forecaster", "hf_text", "text_generation"]
+KINDS = ["image_classification", "segmentation", "yolo", "lstm_forecaster", "hf_text", "text_generation",
+         "tabular_classification"]
 OPTIONS = {"text_generation": {"max_new_tokens": 4, "temperature": 0}, "yolo": {"conf": 0.0001}}
 
 

@@ -229,18 +229,18 @@ def _looks_numeric(column: pd.Series) -> bool:
     return parsed > 0 and parsed >= NUMERIC_SHARE * len(values)
 
 
-def clean(table: Table, label: str, numeric: list[str], categorical: list[str], on_error: str) -> Table:
+def clean(table: Table, label: str | None, numeric: list[str], categorical: list[str], on_error: str) -> Table:
     """Numbers in the `numeric` columns (ints where a column holds whole numbers only), category names in the
     `categorical` ones, labels as strings; a bad number or a missing label stops (`on_error: error`) naming the
     file, line and column, or drops the row (`skip`, counted). Other columns that hold only numbers become numbers
-    too; the rest stay strings."""
+    too; the rest stay strings. `label` None: unlabelled rows (new data to monitor or predict)."""
     frame = table.frame
-    needed = [label, *numeric, *categorical]
+    needed = [*([label] if label else []), *numeric, *categorical]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(f"{table.source}: no column {missing[0]!r}; the model needs columns {', '.join(needed)}")
     bad: dict[int, tuple[str, str]] = {}  # row -> (reason, message), the first per row
-    labels = _categories(table, label)
+    labels = _categories(table, label) if label else []
     for i, value in enumerate(labels):
         if value is None:
             bad.setdefault(i, ("missing_label", f"column {label!r}: the label is missing"))

@@ -85,8 +85,8 @@ def default_method(kind: str, reference_rows: int) -> Method:
 
 def column_drift(reference: pd.Series, current: pd.Series, method: Method | None = None,
                  threshold: float | None = None, name: str | None = None) -> ColumnDrift:
-    """One column's drift test; missing values are left out of both samples."""
-    reference, current = reference.dropna(), current.dropna()
+    """One column's drift test; missing and infinite values are left out of both samples."""
+    reference, current = _present(reference), _present(current)
     kind = column_kind(reference, current)
     method = method or default_method(kind, len(reference))
     threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
@@ -109,7 +109,7 @@ def dataset_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
         if name not in current.columns:
             skipped[name] = "not in the current data"
             continue
-        ref, cur = reference[name].dropna(), current[name].dropna()
+        ref, cur = _present(reference[name]), _present(current[name])
         if len(ref) == 0 or len(cur) == 0:
             skipped[name] = "no values in the reference" if len(ref) == 0 else "no values in the current data"
             continue
@@ -129,15 +129,13 @@ def _chisquare(reference: pd.Series, current: pd.Series, kind: str) -> float:
     # Pearson's chi-square test of homogeneity on the (2, categories) table of counts. Evidently instead tests
     # the current counts against the reference proportions taken as exact; that ignores the reference's own
     # sampling noise, and on two equal samples of one distribution it alarms about a third of the time.
-    keys = sorted(set(reference) | set(current), key=str)
-    table = np.stack([reference.value_counts().reindex(keys, fill_value=0).to_numpy(),
-                      current.value_counts().reindex(keys, fill_value=0).to_numpy()])
+    table = np.stack(_counts(reference, current))
     return stats.chi2_contingency(table, correction=False).pvalue
 
 
 def _z(reference: pd.Series, current: pd.Series, kind: str) -> float:
     """Two-sided z-test of a difference in the proportion of one value (the binary column's first)."""
-    value = sorted(set(reference) | set(current), key=str)[0]
+    value = sorted(reference.value_counts().index.union(current.value_counts().index, sort=False), key=str)[0]
     n1, n2 = len(reference), len(current)
     p1, p2 = float((reference == value).mean()), float((current == value).mean())
     pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
@@ -153,7 +151,7 @@ def _wasserstein(reference: pd.Series, current: pd.Series, kind: str) -> float:
 
 
 def _jensenshannon(reference: pd.Series, current: pd.Series, kind: str) -> float:
-    return float(distance.jensenshannon(*binned(reference, current, kind)))
+    return float(distance.jensenshannon(*binned(reference, current, kind, fill=False)))  # as Evidently: no filling
 
 
 def psi(reference: pd.Series, current: pd.Series, kind: str) -> float:
@@ -162,23 +160,38 @@ def psi(reference: pd.Series, current: pd.Series, kind: str) -> float:
     return float(np.sum((ref - cur) * np.log(ref / cur)))
 
 
-def binned(reference: pd.Series, current: pd.Series, kind: str, bins: str | int = "sturges"
+def binned(reference: pd.Series, current: pd.Series, kind: str, bins: str | int = "sturges", fill: bool = True
            ) -> tuple[np.ndarray, np.ndarray]:
     """Both samples as shares of shared bins (numeric: histogram edges of both together; otherwise one bin per
-    value), empty bins filled with a small share so that ratios and logarithms stay finite."""
+    value); with `fill`, empty bins get a small share so that ratios and logarithms stay finite."""
     if kind == "numeric" and reference.nunique() > 20:
         edges = np.histogram_bin_edges(np.concatenate([reference.to_numpy(np.float64),
                                                        current.to_numpy(np.float64)]), bins=bins)
         ref = np.histogram(reference.to_numpy(np.float64), edges)[0] / len(reference)
         cur = np.histogram(current.to_numpy(np.float64), edges)[0] / len(current)
     else:
-        keys = sorted(set(reference) | set(current), key=str)
-        ref = reference.value_counts().reindex(keys, fill_value=0).to_numpy(np.float64) / len(reference)
-        cur = current.value_counts().reindex(keys, fill_value=0).to_numpy(np.float64) / len(current)
-    for shares in (ref, cur):
+        ref, cur = (counts / total for counts, total in zip(_counts(reference, current),
+                                                             (len(reference), len(current)), strict=True))
+    for shares in (ref, cur) if fill else ():
         smallest = shares[shares > 0].min() if (shares > 0).any() else 1.0
         shares[shares == 0] = smallest / 1e6 if smallest <= 1e-4 else 1e-4
     return ref, cur
+
+
+def _counts(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Both samples' counts of every value either holds, aligned. Counted by pandas, never value by value in
+    Python (pandas 3 keeps strings in Arrow: a Python set over them is slow)."""
+    ref, cur = reference.value_counts(), current.value_counts()
+    keys = ref.index.union(cur.index, sort=False)
+    return (ref.reindex(keys, fill_value=0).to_numpy(np.float64), cur.reindex(keys, fill_value=0).to_numpy(np.float64))
+
+
+def _present(column: pd.Series) -> pd.Series:
+    """Without missing values, nor infinite ones in a numeric column."""
+    column = column.dropna()
+    if pd.api.types.is_float_dtype(column):
+        column = column[np.isfinite(column.to_numpy(np.float64))]
+    return column
 
 
 TESTS = {"ks": _ks, "chisquare": _chisquare, "z": _z, "wasserstein": _wasserstein, "jensenshannon": _jensenshannon,

@@ -282,9 +282,10 @@ def _routes(app: FastAPI, served: Served) -> None:
     @app.get("/metadata", tags=["predict"], summary="Task, labels, input schema and model version")
     async def metadata() -> dict[str, Any]:
         meta = s.predictor.meta
+        example = s.wire.example(meta) if s.wire.kind not in ("image",) else None  # an image example is noise
         return {"name": s.name, "version": s.version, "task": meta["task"], "model": meta.get("model"),
                 "classes": meta.get("classes"), "backend": s.backend,
-                "input": {"kind": s.wire.kind, "schema": s.wire.schema(meta)},
+                "input": {"kind": s.wire.kind, "schema": s.wire.schema(meta), "example": example},
                 "parameters": {name: meta.get("predict", {}).get(name) for name in s.predictor.task.prediction_options},
                 "metrics": s.eval.get("headline") or s.eval.get("metrics"),
                 "batching": s.settings.batching.model_dump(), "limits": s.settings.limits.model_dump(),

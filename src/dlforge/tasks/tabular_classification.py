@@ -278,7 +278,8 @@ class TabularClassification(ClassificationTask):
         train, val = (TabularDataset(encoded[name][0], _targets(splits[name], label, classes))
                       for name in ("train", "val"))
         test = splits["test"]
-        return Prepared(model, train, val, (test.rows(label), _targets(test, label, classes)), meta)
+        return Prepared(model, train, val, (test.rows(label), _targets(test, label, classes)), meta,
+                        train_columns=(splits["train"].frame.drop(columns=[label]), train.targets.numpy()))
 
     def build_model(self, meta: dict[str, Any]) -> nn.Module:
         prep = meta["preprocessing"]
@@ -337,7 +338,10 @@ class TabularClassification(ClassificationTask):
             main, held, *_ = self._read()
             data = self._split(main, held, label, classes)[2]
         else:
-            data = clean(read_table(source, prep["na_values"]), label, numeric, categorical, self.spec.data.on_error)
+            table = read_table(source, prep["na_values"])
+            if label not in table.frame.columns:  # unlabelled rows: enough to predict and monitor, not to evaluate
+                return clean(table, None, numeric, categorical, self.spec.data.on_error).rows(), None
+            data = clean(table, label, numeric, categorical, self.spec.data.on_error)
         return data.rows(label), _targets(data, label, classes)
 
     def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
