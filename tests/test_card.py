@@ -28,7 +28,7 @@ def test_card_front_matter_and_sections(trained_run: dlforge.Run) -> None:
     assert f"T = {meta['temperature']:.3g}" in text  # calibration, from meta
     assert "card.intended_use" in text  # what the run cannot know is asked for, not invented
     report = (trained_run.path / "report.html").read_text()
-    assert "<h2>Model Details</h2>" in report and "<table>" in report.split("Model Details")[1]
+    assert "<h3>Model Details</h3>" in report and "<table>" in report.split("Model Details")[1]
     assert yaml.safe_load(text.split("---")[1])["model-index"][0]["name"] == "digits-test"
 
 

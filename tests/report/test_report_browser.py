@@ -34,7 +34,7 @@ def render(page_path: Path) -> dict:
 def test_report_renders_without_errors(trained_run: dlforge.Run, tmp_path: Path) -> None:
     seen = render(trained_run.path / "report.html")
     assert seen["errors"] == []
-    assert seen["titles"] == ["Summary", "Training", "Evaluation", "Spec"]
+    assert seen["titles"] == ["Summary", "Training", "Evaluation", "Model card", "Spec"]
     alts = [alt for alt, _, _ in seen["images"]]
     for expected in ("Training curves", "Gradient flow", "Confusion matrix", "Reliability", "Test examples"):
         assert any(a.startswith(expected) for a in alts), expected

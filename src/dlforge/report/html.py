@@ -84,6 +84,8 @@ def write_report(run: Run) -> Path:
     from markdown_it import MarkdownIt  # rich's markdown parser
 
     card = write_card(run).read_text().split("---", 2)[-1]  # the front matter is for the hub, not for reading
+    card = "\n".join("#" + line if line.startswith("## ") else line  # its sections sit under the report's
+                     for line in card.splitlines() if not line.startswith("# "))
     sections.append(Section("Model card", MarkdownIt("commonmark").enable("table").render(card)))
     sections.append(Section("Spec", f"<pre>{html.escape(run.spec_path.read_text())}</pre>"))
     page = render(f"dlforge run: {run.path.name}", f"task {spec.task} · model {meta.get('model')} · {status}",
