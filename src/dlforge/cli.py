@@ -205,7 +205,9 @@ def explain(run: RunArg,
 
     predictor = dlforge.load(run, device=device)
     items, names = read_inputs(predictor.task, inputs or [], text or [])
-    found = explain_items(predictor, items, method=method, target=target, box=box)
+    # SHAP compares a row with background rows: the other rows given (one row alone: the typical row)
+    found = explain_items(predictor, items, method=method, target=target, box=box,
+                          background=items[:100] if len(items) > 1 else None)
     folder = out_dir or run / "explanations"
     written = write(found, folder, names) + (write_summary(found, folder) if len(found) > 1 else [])
     table = Table(title=f"{found[0].method} explanations of {len(found)} input(s)")

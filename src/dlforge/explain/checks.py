@@ -31,7 +31,7 @@ def completeness(s: Subject, units: list[np.ndarray]) -> dict[str, float | None]
     error = abs(total - gap)
     moved = abs(gap) > 1e-6 * max(abs(float(score)), abs(float(baseline)), 1e-6)
     return {"attributions_sum": total, "score_gap": gap, "absolute_error": error,
-            "relative_error": error / abs(gap) if moved else None}
+            "relative_error": error / abs(gap) if moved else None, "steps": s.info.get("ig_steps")}
 
 
 def deletion(s: Subject, units: list[np.ndarray], steps: int = DELETION_STEPS, orders: int = RANDOM_ORDERS,
@@ -73,8 +73,9 @@ def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def randomisation(predictor: Predictor, items: Sequence[Any], method: str | None = None, target: str | None = None,
                   box: int | None = None, options: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
-    """Spearman rank correlation of |attributions| between the trained model and its randomised copy, per item,
-    for the same target (the trained model's choice)."""
+    """Spearman rank correlation of |attributions| (and of signed ones) between the trained model and its randomised
+    copy, per item, for the same target (the trained model's choice), over the units where the input differs from
+    the baseline."""
     from scipy.stats import spearmanr
 
     from dlforge.explain.core import explain, explain_item
@@ -84,7 +85,8 @@ def randomisation(predictor: Predictor, items: Sequence[Any], method: str | None
     rhos: dict[str, list[float | None]] = {"abs": [], "signed": []}
     for item, e in zip(items, trained, strict=True):
         r = explain_item(shuffled, item, e.method, e.resolved, e.options, checks=False)
-        a, b = (np.concatenate([np.ravel(u) for u in x.units]) for x in (e, r))
+        moved = np.concatenate([np.ravel(p.moved()) for p in e.parts])  # units equal to the baseline are left out
+        a, b = (np.concatenate([np.ravel(u) for u in x.units])[moved] for x in (e, r))
         for key, (x, y) in (("abs", (np.abs(a), np.abs(b))), ("signed", (a, b))):
             rho = spearmanr(x, y).statistic if np.ptp(x) and np.ptp(y) else np.nan  # constant: undefined
             rhos[key].append(None if np.isnan(rho) else float(rho))

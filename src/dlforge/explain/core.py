@@ -65,10 +65,12 @@ def methods(task: Task) -> tuple[str, ...]:
 
 
 def explain(predictor: Predictor, items: Sequence[Any], method: str | None = None, target: str | None = None,
-            box: int | None = None, options: dict[str, Any] | None = None, checks: bool = True) -> list[Explanation]:
+            box: int | None = None, options: dict[str, Any] | None = None, checks: bool = True,
+            background: Sequence[Any] | None = None) -> list[Explanation]:
     """One explanation per raw item (what `predictor.predict` takes). `method`: see `methods` (default: the first);
     `target`: a class (or quantile) name, default the prediction; `box`: which detected object (0: the best);
-    `options`: prediction options (e.g. detection's conf). `checks`: IG completeness and the deletion curve."""
+    `options`: prediction options (e.g. detection's conf); `checks`: IG completeness and the deletion curve;
+    `background`: raw items SHAP compares rows against (default: the typical row)."""
     task = predictor.task
     offered = methods(task)
     method = method or offered[0]
@@ -79,7 +81,7 @@ def explain(predictor: Predictor, items: Sequence[Any], method: str | None = Non
     if unknown:
         raise DlforgeError(f"{predictor.meta['task']} explanations take no option {', '.join(unknown)}")
     return [explain_item(predictor, item, method, resolve_target(predictor, item, target, box, options), options,
-                         checks) for item in items]
+                         checks, background) for item in items]
 
 
 def explain_json(predictor: Predictor, items: Sequence[Any], picture: bool = True, **kwargs: Any
@@ -89,10 +91,11 @@ def explain_json(predictor: Predictor, items: Sequence[Any], picture: bool = Tru
 
 
 def explain_item(predictor: Predictor, item: Any, method: str, target: ExplainTarget, options: dict[str, Any],
-                 checks: bool = True) -> Explanation:
+                 checks: bool = True, background: Sequence[Any] | None = None) -> Explanation:
     start = time.perf_counter()
     kind = predictor.task.wire.kind
     s = subject(predictor, item, target, options)
+    s.background = background
     units = METHODS[kind][method](s, item)
     found: dict[str, Any] = {}
     if checks and method == "ig":

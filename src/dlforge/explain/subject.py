@@ -49,6 +49,12 @@ class Part:
         a = attribution.detach().float()
         return (a.sum(dim=self.reduce) if self.reduce else a)[0].cpu().numpy()
 
+    def moved(self) -> np.ndarray:
+        """Per unit: whether the input differs from the baseline there (where it does not, every attribution that
+        integrates along the path is 0 whatever the model: special tokens, say)."""
+        differs = (self.value != self.baseline)
+        return (differs.any(dim=self.reduce) if self.reduce else differs)[0].cpu().numpy()
+
     def masked(self, masks: torch.Tensor) -> torch.Tensor:
         """(n, *units) booleans, True = removed -> (n, ...) this input with those units at the baseline."""
         shape = [len(masks), *(1 if i in self.reduce else n for i, n in enumerate(self.value.shape) if i > 0)]
@@ -63,6 +69,8 @@ class Subject:
     parts: list[Part]
     score: Callable[..., torch.Tensor]  # (*values with batch n) -> (n,)
     options: dict[str, Any] = field(default_factory=dict)
+    background: Sequence[Any] | None = None  # raw items that model-agnostic methods (SHAP on rows) compare against
+    info: dict[str, Any] = field(default_factory=dict)  # what a method reports of itself (IG: its steps)
 
     @property
     def inputs(self) -> tuple[torch.Tensor, ...]:
