@@ -1,8 +1,12 @@
 """`explain(predictor, items)`: which parts of each input drove one score, the way the Predictor predicts: raw items
 in, JSON-able results out (the CLI and the server call the same function).
 
-What is explained is the task's choice (`Task.explain_target`: a class's logit, a detected box's score, the summed
+What is explained is the task's choice (`Task.explain_target`: a class's log-odds, a detected box's score, the summed
 forecast of a quantile); which methods apply follows the input kind (`task.wire.kind`). Nothing here names a task.
+
+Explaining puts forward hooks on the predictor's model for a moment (Captum's, and ours on embedding layers): run it
+where no prediction runs on the same model at the same time (a server: in the model's thread, or on a Predictor of
+its own).
 """
 
 from __future__ import annotations
