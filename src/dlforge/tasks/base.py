@@ -41,6 +41,10 @@ class Prepared:
     val: Dataset
     test: tuple[Sequence[Any], Any] | None  # raw (items, targets): evaluated through a Predictor
     meta: dict[str, Any]  # JSON-able: labels, preprocessing, sizes; enough to rebuild the model
+    # The training rows' own columns (model inputs or not, e.g. groups kept out of the model) as a pandas DataFrame,
+    # and their class indices, aligned with `train`: what fairness reweighing (train.fairness.reweigh) reads. None:
+    # the task's data carries no such columns.
+    train_columns: tuple[Any, Any] | None = None
 
 
 @dataclass
@@ -166,6 +170,18 @@ class Task:
     def feature_names(self, meta: dict[str, Any]) -> dict[str, list[str]]:
         """Names along the last axis of each explained input (covariates, columns), for pictures and JSON."""
         return {}
+
+    # ------------------------------------------------------------ fairness audit (dlforge.fairness)
+    def audit_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any, Any]:
+        """(items, targets, columns): `evaluation_data(meta, source)` and, aligned with its items, the columns the data
+        carries (a pandas DataFrame, e.g. the groups an audit compares), or None. By default the items' own keys where
+        the items are dicts (table rows); tasks whose items are not (texts) read the columns beside them."""
+        import pandas as pd
+
+        items, targets = self.evaluation_data(meta, source)
+        if len(items) and all(isinstance(item, dict) for item in items):
+            return items, targets, pd.DataFrame.from_records(list(items))
+        return items, targets, None
 
 
 def prediction_settings(spec: type[S], meta: dict[str, Any], options: dict[str, Any]) -> S:
