@@ -37,3 +37,15 @@ def test_forecasting_names_the_shifted_covariate(tiny_runs, tmp_path):
     warmer, _ = monitor_run(run, data=str(tmp_path / "warmer.csv"), out=tmp_path / "warmer")
     assert "temp" in warmer["inputs"]["drifted_columns"]
     assert not {"sales", "promo"} & set(warmer["inputs"]["drifted_columns"])
+
+
+def test_predictions_become_columns_whatever_their_shape():
+    from dlforge.monitor.profile import prediction_columns
+
+    predictions = [{"objects": [], "quantiles": [], "pixels": {"sky": 0.5}, "label": "a", "confidence": 0.9},
+                   {"objects": [{"box": [0, 0, 1, 1], "score": 0.8}], "quantiles": [1.0, 3.0], "pixels": {},
+                    "label": "b", "confidence": 0.6}]
+    columns = prediction_columns(predictions)
+    assert columns["objects_count"] == [0, 1]  # an empty first list does not make a list of objects numeric
+    assert columns["quantiles"][1] == 2.0 and columns["quantiles"][0] != columns["quantiles"][0]  # NaN: empty
+    assert columns["pixels.sky"] == [0.5, 0.0] and columns["label"] == ["a", "b"]

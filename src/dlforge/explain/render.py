@@ -82,6 +82,26 @@ def write_summary(explanations: Sequence[Explanation], out_dir: Path) -> list[Pa
     return [atomic_write_bytes(out_dir / "summary.png", _png(fig)), atomic_write_json(out_dir / "summary.json", doc)]
 
 
+def record_checks(explanations: Sequence[Explanation], run_dir: Path) -> Path:
+    """`<run>/explanations/checks.json`: per method, the latest trust checks over its inputs (the model card reads
+    them): how often deleting the top-attributed units first lowers the score faster than a random order, and
+    Integrated Gradients' worst completeness error."""
+    import json
+
+    path = run_dir / "explanations" / "checks.json"
+    kept = {c["method"]: c for c in (json.loads(path.read_text()).get("checks", []) if path.exists() else [])}
+    deletion = [e.checks["deletion"] for e in explanations if "deletion" in e.checks]
+    errors = [e.checks["completeness"]["relative_error"] for e in explanations
+              if (e.checks.get("completeness") or {}).get("relative_error") is not None]
+    entry = {"method": explanations[0].method, "inputs": len(explanations)}
+    if deletion:
+        entry["deletion_beats_random"] = float(np.mean([d["auc"] < d["random_auc"] for d in deletion]))
+    if errors:
+        entry["completeness_error_max"] = float(max(errors))
+    kept[entry["method"]] = entry
+    return atomic_write_json(path, {"checks": list(kept.values())})
+
+
 # ---------------------------------------------------------------- pictures
 
 

@@ -68,10 +68,12 @@ def prediction_columns(predictions: list[dict[str, Any]]) -> dict[str, list[Any]
         values = [p.get(key) for p in predictions]
         if isinstance(value, bool | int | float | str):
             columns[key] = values
-        elif isinstance(value, list) and all(isinstance(v, int | float) for v in value):
-            columns[key] = [float(np.mean(v)) if v else np.nan for v in values]
-        elif isinstance(value, list):
-            columns[f"{key}_count"] = [len(v) for v in values]
+        elif isinstance(value, list):  # numbers by their mean (an empty list: missing), anything else by count
+            flat = [v for p in values for v in p]
+            if flat and all(isinstance(v, int | float) for v in flat):
+                columns[key] = [float(np.mean(v)) if v else np.nan for v in values]
+            else:
+                columns[f"{key}_count"] = [len(v) for v in values]
         elif isinstance(value, dict) and all(isinstance(v, int | float) for p in values for v in p.values()):
             for sub in sorted({k for p in values for k in p}):
                 columns[f"{key}.{sub}"] = [p.get(sub, 0.0) for p in values]

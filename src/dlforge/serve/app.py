@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -67,6 +68,16 @@ class _Body(BaseModel):
 
 class PredictRequest(_Body):
     instances: list[Any] = Field(min_length=1, description="inputs, one per prediction (see /metadata)")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="prediction options (see /metadata)")
+
+
+class ExplainRequest(_Body):
+    instances: list[Any] = Field(min_length=1, max_length=16, description="inputs to explain (see /metadata)")
+    method: str | None = Field(None, description="ig, saliency, gradcam, occlusion, lime or shap; default: the "
+                                                 "input kind's")
+    target: str | None = Field(None, description="the class (forecasts: quantile) to explain; default: the "
+                                                 "prediction")
+    box: int | None = Field(None, ge=0, description="detection: which detected object")
     parameters: dict[str, Any] = Field(default_factory=dict, description="prediction options (see /metadata)")
 
 
@@ -296,6 +307,23 @@ def _routes(app: FastAPI, served: Served) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/explain", summary="Which parts of each input drove its prediction (as `dlforge explain`)")
+    async def explain(body: ExplainRequest) -> JSONResponse:
+        from dlforge.explain import explain_json  # captum, shap, lime: only when asked
+
+        s.check_options(body.parameters)
+        items = s.decode(body.instances)
+        call = functools.partial(explain_json, s.predictor, items, method=body.method, target=body.target,
+                                 box=body.box, options=body.parameters)
+        # In the model's thread: explanations hook into the model, and must not overlap a batch's forward pass.
+        timeout = s.settings.limits.timeout_s
+        try:
+            found = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(s.batcher.executor, call),
+                                           timeout)
+        except TimeoutError:
+            raise HTTPException(504, f"no explanation within {timeout:g} s (serve.limits.timeout_s)") from None
+        return JSONResponse({"explanations": found}, headers={"X-Model-Version": s.version})
 
     @app.get("/drift", summary="The last comparison of recent inputs with the training reference (serve.monitor)")
     async def drift() -> dict[str, Any]:
