@@ -27,4 +27,6 @@ def test_texts_from_another_domain_are_flagged(tmp_path) -> None:
     moved, _ = compare(predictor, profile, reference, other)
     assert not same["drifted"], same["embeddings"]
     assert moved["drifted"] and moved["embeddings"]["drifted"], moved["embeddings"]
-    assert "unusual_characters" in moved["inputs"]["drifted_columns"]
+    assert {"unusual_characters", "out_of_vocabulary"} <= set(moved["inputs"]["drifted_columns"])
+    assert "out_of_vocabulary" not in same["inputs"]["drifted_columns"]
+    assert reference["out_of_vocabulary"].mean() < 0.2  # the tokenizer was fit on this domain

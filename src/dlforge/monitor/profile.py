@@ -82,7 +82,7 @@ def prediction_columns(predictions: list[dict[str, Any]]) -> dict[str, list[Any]
 
 def _table(predictor: Predictor, items: Sequence[Any], projected: np.ndarray | None,
            predictions: list[dict[str, Any]]) -> pd.DataFrame:
-    table = predictor.task.wire.statistics(list(items), predictor.meta)
+    table = predictor.task.input_statistics(items, predictor.meta)
     for k in range(0 if projected is None else projected.shape[1]):
         table[f"pc_{k}"] = projected[:, k]
     for name, values in prediction_columns(predictions).items():

@@ -24,6 +24,7 @@ from dlforge.spec import SpecBase, StrictModel
 S = TypeVar("S", bound=StrictModel)
 
 if TYPE_CHECKING:
+    import pandas as pd
     from torchmetrics import MetricCollection
 
     from dlforge.predictor import Predictor
@@ -138,6 +139,10 @@ class Task:
     def annotate(self, item: Any, prediction: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """Pictures of one prediction: {suffix: uint8 (H, W, 3) array or PIL image}, for `--save-images`."""
         raise DlforgeError(f"{type(self).__name__} cannot draw its predictions")
+
+    def input_statistics(self, items: Sequence[Any], meta: dict[str, Any]) -> pd.DataFrame:
+        """Per-item input statistics for drift monitoring: the wire's, by default."""
+        return self.wire.statistics(list(items), meta)
 
     def profile_items(self, items: Sequence[Any], meta: dict[str, Any]) -> Sequence[Any]:
         """The items a drift profile describes, made from evaluation or logged items: by default the items."""

@@ -4,6 +4,7 @@ padding, and a transformer model with optional LoRA and frozen layers, rebuilt f
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,7 +19,10 @@ from dlforge.models.hf import DEFAULT, add_lora, freeze, load_tokenizer
 from dlforge.spec import ModelSpec, StrictModel
 from dlforge.wire import TextWire
 
+WORD = re.compile(r"[^\W\d_]+")  # a run of letters
+
 if TYPE_CHECKING:
+    import pandas as pd
     from transformers import PreTrainedTokenizerBase
 
     from dlforge.data.texts import TextTable
@@ -90,6 +94,19 @@ class LanguageTask:
 
     def load_assets(self, directory: Path) -> None:
         self.tokenizer_ = load_tokenizer(str(directory / "tokenizer"))
+
+    def input_statistics(self, items: Sequence[Any], meta: dict[str, Any]) -> pd.DataFrame:
+        """The wire's text statistics and the out-of-vocabulary rate: the share of a text's words that the
+        tokenizer has no single token for (it splits them into pieces, or maps them to its unknown token)."""
+        table = self.wire.statistics(list(items), meta)
+        texts = [item if isinstance(item, str) else str(item) for item in items]
+        words = [WORD.findall(t) for t in texts]
+        unique = sorted({w for ws in words for w in ws})
+        pieces = self.tokenizer_(unique, add_special_tokens=False)["input_ids"] if unique else []
+        unk = self.tokenizer_.unk_token_id
+        unknown = {w for w, ids in zip(unique, pieces, strict=True) if len(ids) != 1 or ids[0] == unk}
+        table["out_of_vocabulary"] = [sum(w in unknown for w in ws) / len(ws) if ws else 0.0 for ws in words]
+        return table
 
     def _model_meta(self) -> dict[str, Any]:
         m = self.spec.model
