@@ -171,10 +171,13 @@ def embedding_drift(reference: np.ndarray, current: np.ndarray, seed: int = 0) -
 def _describe(column: pd.Series) -> dict[str, Any]:
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.to_numpy(np.float64)
-        counts, edges = np.histogram(values[np.isfinite(values)], bins=20)
-        return {"type": "numeric", "mean": float(np.nanmean(values)), "std": float(np.nanstd(values)),
-                "min": float(np.nanmin(values)), "max": float(np.nanmax(values)),
-                "quantiles": np.nanquantile(values, [0.05, 0.25, 0.5, 0.75, 0.95]).tolist(),
+        finite = values[np.isfinite(values)]
+        if len(finite) == 0:
+            return {"type": "numeric", "missing": int(np.isnan(values).sum())}
+        counts, edges = np.histogram(finite, bins=20)
+        return {"type": "numeric", "mean": float(finite.mean()), "std": float(finite.std()),
+                "min": float(finite.min()), "max": float(finite.max()),
+                "quantiles": np.quantile(finite, [0.05, 0.25, 0.5, 0.75, 0.95]).tolist(),
                 "missing": int(np.isnan(values).sum()), "histogram": {"counts": counts.tolist(),
                                                                       "edges": edges.tolist()}}
     counts = column.astype(str).value_counts()
