@@ -140,26 +140,51 @@ def _training_data(spec: Any, meta: dict[str, Any]) -> list[str]:
         lines.append(f"Unreadable inputs skipped: {len(meta['skipped'])}.")
     if spec.train.fairness.reweigh:
         lines.append(f"Reweighed (Kamiran-Calders) by {', '.join(spec.train.fairness.reweigh)} and the label.")
+        weights = (meta.get("fairness") or {}).get("reweigh")
+        if weights:
+            lines[-1] += (f" Training examples were drawn in proportion to weights from {weights['min']:.3g} to "
+                          f"{weights['max']:.3g} (effective sample size {weights['effective_size']:.0f} of "
+                          f"{weights['rows']}).")
     return lines
 
 
 def _analyses(audit: dict[str, Any] | None) -> list[str]:
     if not audit:
         return ["Not audited yet."]
+    boot = audit.get("bootstrap", {"ci": [0.025, 0.975]})
+    spread = f"{boot['ci'][1] - boot['ci'][0]:.0%} bootstrap intervals" if boot else "no intervals"
     lines = [f"From `dlforge audit` on `{audit['data_source']}` ({audit['rows']} rows), positive class "
-             f"`{audit['positive']}`; 95% bootstrap intervals."]
+             f"`{audit['positive']}`; {spread}."]
+    if audit.get("decisions"):
+        lines[-1] += f" Decisions: {audit['decisions']}."
     for column, model in audit["model"].items():
         lines += ["", f"**{column}**", "", "| group | n | accuracy | selection rate | TPR | FPR |",
                   "|---|---|---|---|---|---|"]
         for group, row in model["by_group"].items():
             lines.append(f"| {group} | {row['count']} | " + " | ".join(
-                f"{row[m]['value']:.3f} [{row[m]['low']:.3f}, {row[m]['high']:.3f}]"
-                for m in ("accuracy", "selection_rate", "true_positive_rate", "false_positive_rate")) + " |")
+                _interval(row[m]) for m in ("accuracy", "selection_rate", "true_positive_rate",
+                                            "false_positive_rate")) + " |")
         s = model["summary"]
         lines += ["", f"Demographic-parity difference {s['demographic_parity_difference']:.3f}, ratio "
                       f"{s['demographic_parity_ratio']:.3f}; equalized-odds difference "
                       f"{s['equalized_odds_difference']:.3f}."]
+    m = audit.get("mitigation")
+    if m:
+        before, after = m["rows"]
+        lines += ["", f"Group thresholds by `{m['column']}` (fairlearn ThresholdOptimizer, {m['constraint']}), "
+                      f"measured on {m['eval_rows']} rows they were not fitted on: demographic-parity difference "
+                      f"{before['demographic_parity_difference']:.3f} -> {after['demographic_parity_difference']:.3f}, "
+                      f"accuracy {before['accuracy']:.4f} -> {after['accuracy']:.4f}."]
     return lines
+
+
+def _interval(entry: dict[str, Any]) -> str:
+    """'value [low, high]' (without an interval where the audit drew none; n/a where there is no value)."""
+    if entry.get("value") is None:
+        return "n/a"
+    if entry.get("low") is None:
+        return f"{entry['value']:.3f}"
+    return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
 
 
 def _ethics(spec: Any, audit: dict[str, Any] | None) -> list[str]:
@@ -203,5 +228,5 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _explanation_checks(run_dir: Path) -> list[dict[str, Any]]:
-    """The trust checks of the run's latest explanations (`explain/checks.json`), if any."""
-    return (_read_json(run_dir / "explain" / "checks.json") or {}).get("checks", [])
+    """The trust checks of the run's latest explanations per method (`explanations/checks.json`), if any."""
+    return (_read_json(run_dir / "explanations" / "checks.json") or {}).get("checks", [])

@@ -224,6 +224,59 @@ def explain(run: RunArg,
 
 @app.command()
 @_friendly
+def audit(run: RunArg,
+          sensitive: Annotated[str, typer.Option(help="the group column(s) to compare, comma-separated: sex,race",
+                                                 show_default=False)],
+          data: Annotated[str | None, typer.Option(help="data as the task reads it, with the group columns [default: "
+                                                        "the test split]", show_default=False)] = None,
+          positive: Annotated[str | None, typer.Option(help="the class audited as the positive outcome [default: the "
+                                                            "second of two; required with more, one-vs-rest]",
+                                                       show_default=False)] = None,
+          mitigate: Annotated[str | None, typer.Option(help="threshold: fit fairlearn's ThresholdOptimizer on half "
+                                                            "the rows, store it in the run (the Predictor and server "
+                                                            "apply it), compare on the other half",
+                                                       show_default=False)] = None,
+          constraint: Annotated[str, typer.Option(help="with --mitigate: demographic_parity or equalized_odds")
+                                ] = "demographic_parity",
+          n_boot: Annotated[int, typer.Option(min=0, help="bootstrap resamples for the intervals (0: none)")] = 100,
+          min_group: Annotated[int, typer.Option(min=1, help="smaller groups are flagged and left out of the "
+                                                             "differences and ratios")] = 10,
+          device: str = "cpu") -> None:
+    """Fairness audit of a classifier: groups' sizes, base rates, missing values and proxies in the data; accuracy,
+    selection rate, TPR, FPR and calibration per group with bootstrap intervals, demographic parity and equalized
+    odds (fairlearn). Writes <run>/audit/audit.json and audit.html, and refreshes the report and model card."""
+    from dlforge.fairness import audit_run
+
+    result, folder = audit_run(run, sensitive, data=data, positive=positive, mitigate=mitigate,
+                               constraint=constraint, n_boot=n_boot, min_group=min_group, device=device)
+    table = Table(title=f"{result['rows']} rows of {result['data_source']}, positive class {result['positive']}, "
+                        f"decisions {result['decisions']}")
+    for col in ("column", "group", "n", "accuracy", "selection rate", "TPR", "FPR"):
+        table.add_column(col, justify="left" if col in ("column", "group") else "right")
+    for column, model in result["model"].items():
+        for group, row in model["by_group"].items():
+            table.add_row(column, group + (" (small)" if row["small"] else ""), str(row["count"]), *(
+                f"{row[m]['value']:.3f}" if row[m]["value"] is not None else "n/a"
+                for m in ("accuracy", "selection_rate", "true_positive_rate", "false_positive_rate")))
+    out.print(table)
+    for column, model in result["model"].items():
+        s = model["summary"]
+        flag = " (below 0.8: four-fifths rule)" if s["four_fifths_flag"] else ""
+        out.print(f"{column}: demographic-parity difference {s['demographic_parity_difference']:.3f}, ratio "
+                  f"{s['demographic_parity_ratio']:.3f}{flag}; equalized-odds difference "
+                  f"{s['equalized_odds_difference']:.3f}", highlight=False)
+    if "mitigation" in result:
+        m = result["mitigation"]
+        for row in m["rows"]:
+            out.print(f"{row['name']}: accuracy {row['accuracy']:.4f}, DP difference "
+                      f"{row['demographic_parity_difference']:.3f}, EO difference "
+                      f"{row['equalized_odds_difference']:.3f} (on {m['eval_rows']} held-out rows)", highlight=False)
+        out.print(f"thresholds stored in {Path(run) / m['thresholds']}", highlight=False)
+    out.print(f"wrote {folder / 'audit.json'} and {folder / 'audit.html'}", highlight=False)
+
+
+@app.command()
+@_friendly
 def forecast(run: RunArg,
              horizon: Annotated[int | None, typer.Option(help="steps ahead (default: the model's horizon)")] = None,
              data: Annotated[str | None, typer.Option(help="newer history to forecast from (default: the run's "

@@ -13,6 +13,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from dlforge.errors import DlforgeError
+from dlforge.fairness.thresholds import GroupThresholds
 from dlforge.registry import TASKS
 from dlforge.run import Run
 from dlforge.tasks.base import Task
@@ -38,6 +39,9 @@ class Predictor:
         self.graph = graph if graph is not None else task.graph(self.model, meta)
         self.backend = getattr(self.graph, "backend", "torch")
         self.batch_size = batch_size
+        # Group-specific decision thresholds (`dlforge audit --mitigate threshold`), applied by `predict`; a run's
+        # own are loaded by `from_run`. None: the model decides alone.
+        self.thresholds: GroupThresholds | None = None
 
     @classmethod
     def from_run(cls, run: str | os.PathLike | Run, device: str = "cpu", complete: bool = True,
@@ -54,12 +58,15 @@ class Predictor:
                                    "backend")
             from dlforge.export import onnx_graph  # onnxruntime: only when asked for
 
-            return cls(task, None, meta, "cpu", graph=onnx_graph(run))
-        if backend != "torch":
+            predictor = cls(task, None, meta, "cpu", graph=onnx_graph(run))
+        elif backend != "torch":
             raise DlforgeError(f"backend {backend!r}: choose torch or onnx")
-        model = task.build_model(meta)
-        load_model(model, run.weights_path)
-        return cls(task, model, meta, select_device(device))
+        else:
+            model = task.build_model(meta)
+            load_model(model, run.weights_path)
+            predictor = cls(task, model, meta, select_device(device))
+        predictor.thresholds = GroupThresholds.load(run.path)
+        return predictor
 
     @property
     def classes(self) -> list[str] | None:
@@ -109,7 +116,11 @@ class Predictor:
             allowed = ", ".join(self.task.prediction_options) or "none"
             raise DlforgeError(f"{self.meta['task']} predictions take no option {', '.join(unknown)} "
                                f"(options: {allowed})")
-        return self.task.postprocess(self.outputs(items, **options), self.meta, **options)
+        outputs = self.outputs(items, **options)
+        predictions = self.task.postprocess(outputs, self.meta, **options)
+        if self.thresholds is not None:  # one decision per group's thresholds, the same for the same input
+            predictions = self.thresholds.apply(self.task, self.meta, list(items), outputs, predictions)
+        return predictions
 
 
 def load(run_dir: str | os.PathLike, device: str = "cpu", backend: Backend = "torch") -> Predictor:

@@ -26,10 +26,13 @@ class TextTable:
     labels: list[str] | None  # None: unlabelled (language modelling)
     where: list[str]  # per row: "file:line" or "source row i"
     counts: dict[str, int] = field(default_factory=dict)  # rows dropped or changed, by reason
+    # the rows' other columns (None: missing), e.g. groups for a fairness audit; tables and datasets keep them
+    columns: dict[str, list[Any]] = field(default_factory=dict)
 
     def subset(self, index: Any) -> TextTable:
         labels = None if self.labels is None else [self.labels[i] for i in index]
-        return TextTable([self.texts[i] for i in index], labels, [self.where[i] for i in index], self.counts)
+        return TextTable([self.texts[i] for i in index], labels, [self.where[i] for i in index], self.counts,
+                         {name: [values[i] for i in index] for name, values in self.columns.items()})
 
 
 def read_texts(source: str, text_column: str = "text", label_column: str | None = "label") -> TextTable:
@@ -101,7 +104,9 @@ def _columns(rows: list[dict], where: list[str], source: str, text_column: str,
             raise DataError(f"{source}: no column {column!r} ({name}); columns: {', '.join(map(str, rows[0]))}")
     texts = [_string(r.get(text_column)) for r in rows]
     labels = None if label_column is None else [_string(r.get(label_column)) for r in rows]
-    return TextTable(texts, labels, where)
+    others = dict.fromkeys(k for r in rows for k in r if k not in (text_column, label_column))  # in order, once
+    columns = {str(k): [_string(r.get(k)) or None for r in rows] for k in others}
+    return TextTable(texts, labels, where, columns=columns)
 
 
 def _string(value: Any) -> str:

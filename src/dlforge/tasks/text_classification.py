@@ -81,16 +81,18 @@ class TextClassification(LanguageTask, ClassificationTask):
         model = self._build(meta, prepare=True, num_classes=len(classes))
         if m.pretrained is not None:
             meta["pretrained"] = load_pretrained(model, m.pretrained, classes)
-        (train, counts), (val, _) = (self._dataset(table.subset(idx), classes) for idx in (train_idx, val_idx))
-        meta["data"] = {"rows": len(table.texts), **counts}  # what was dropped or cut, by reason
+        (train, kept), (val, _) = (self._dataset(table.subset(idx), classes) for idx in (train_idx, val_idx))
+        meta["data"] = {"rows": len(table.texts), **kept.counts}  # what was dropped or cut, by reason
         meta["sizes"] = {"train": len(train), "val": len(val), "test": len(test_idx)}
         test = table.subset(test_idx)
-        return Prepared(model, train, val, (test.texts, _targets(test, classes)), meta)
+        return Prepared(model, train, val, (test.texts, _targets(test, classes)), meta,
+                        train_columns=(_frame(kept), np.asarray(train.targets)))
 
-    def _dataset(self, table: TextTable, classes: list[str]) -> tuple[TokenDataset, dict[str, int]]:
+    def _dataset(self, table: TextTable, classes: list[str]) -> tuple[TokenDataset, TextTable]:
+        """The tokenized dataset and the rows it kept."""
         d = self.spec.data
         ids, table = self._tokenize(table, d.max_length, d.too_long)
-        return TokenDataset(ids, _targets(table, classes), self.tokenizer_), table.counts
+        return TokenDataset(ids, _targets(table, classes), self.tokenizer_), table
 
     def build_model(self, meta: dict[str, Any]) -> nn.Module:
         return self._build(meta, prepare=False, num_classes=len(meta["classes"]))
@@ -113,6 +115,15 @@ class TextClassification(LanguageTask, ClassificationTask):
         return graph(**inputs).float()
 
     def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
+        table = self._evaluation_table(meta, source)
+        return table.texts, _targets(table, meta["classes"])
+
+    def audit_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any, Any]:
+        """The texts, their targets, and the table's columns beside them (the text, and others it has)."""
+        table = self._evaluation_table(meta, source)
+        return table.texts, _targets(table, meta["classes"]), _frame(table)
+
+    def _evaluation_table(self, meta: dict[str, Any], source: str | None) -> TextTable:
         classes = meta["classes"]
         table = self._read(source or self.spec.data.source)
         unknown = sorted(set(table.labels) - set(classes))
@@ -121,7 +132,7 @@ class TextClassification(LanguageTask, ClassificationTask):
                             f"{classes}")
         if source is None:
             table = table.subset(self._split(table, classes)[2])
-        return table.texts, _targets(table, classes)
+        return table
 
     def plot_examples(self, items: Sequence[Any], targets: np.ndarray, probs: np.ndarray, classes: list[str],
                       path: Path) -> None:
@@ -132,6 +143,13 @@ class TextClassification(LanguageTask, ClassificationTask):
         wrong = wrong[np.argsort(-probs[wrong].max(1))][:12]  # the most confident mistakes
         rows = [(items[i], classes[predicted[i]], float(probs[i].max()), classes[targets[i]]) for i in wrong]
         plots.text_examples(rows, path)
+
+
+def _frame(table: TextTable) -> Any:
+    """The rows' text and other columns as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame({"text": table.texts, **table.columns})
 
 
 def _targets(table: TextTable, classes: list[str]) -> np.ndarray:

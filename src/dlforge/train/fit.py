@@ -45,10 +45,16 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
         task = TASKS.get(spec.task)(spec)
         prepared = task.prepare()
         meta = {"task": spec.task, **prepared.meta, "versions": _versions()}
+        weights = None
+        if spec.train.fairness.reweigh:  # Kamiran-Calders: groups and label made independent by sample weights
+            from dlforge.fairness.reweigh import reweigh
+
+            weights, meta["fairness"] = reweigh(prepared, spec.train.fairness.reweigh, meta["classes"])
         if main:
             run.write_meta(meta)  # now: a stopped run shows what it was, and can be resumed
         trainer = Trainer(spec.train, callbacks_from_spec(spec.train), run=run, progress=progress)
-        trainer.fit(task, prepared.model, prepared.train, prepared.val, meta, resume=resume is not None)
+        trainer.fit(task, prepared.model, prepared.train, prepared.val, meta, resume=resume is not None,
+                    sample_weights=weights)
         if not trainer.dist.is_main:
             return run
         meta["device"] = str(trainer.device)

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from dlforge._io import atomic_write, atomic_write_bytes
 from dlforge.errors import DlforgeError
@@ -53,7 +53,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, task: Task, model: nn.Module, train: Dataset, val: Dataset, meta: dict[str, Any],
-            resume: bool = False) -> Trainer:
+            resume: bool = False, sample_weights: Sequence[float] | None = None) -> Trainer:
+        """Train `model` on `train`, validating on `val` each epoch. `sample_weights` (one per training example, e.g.
+        fairness reweighing) draw each epoch's examples with replacement in proportion to them (`WeightedSampler`)."""
         cfg = self.config
         self.task, self.model = task, model
         device = select_device(cfg.device)
@@ -77,7 +79,8 @@ class Trainer:
         # Validation runs each rank on its shard without DDP's gradient hooks.
         self.eval_model = model if self.dist.enabled else train_model
 
-        self.train_loader, self.train_sampler, self.generator = self._loader(train, shuffle=True)
+        self.train_loader, self.train_sampler, self.generator = self._loader(train, shuffle=True,
+                                                                             weights=sample_weights)
         self.val_loader, _, _ = self._loader(val, shuffle=False)
         self.num_batches = len(self.train_loader)
         self.optimizer = self._optimizer()
@@ -284,11 +287,15 @@ class Trainer:
         log.info("resumed %s after epoch %d", self.run.path, self.epoch)
 
     # ------------------------------------------------------------------ construction
-    def _loader(self, dataset: Dataset, shuffle: bool) -> tuple[DataLoader, DistributedSampler | None,
-                                                                torch.Generator]:
+    def _loader(self, dataset: Dataset, shuffle: bool, weights: Sequence[float] | None = None
+                ) -> tuple[DataLoader, Sampler | None, torch.Generator]:
         generator = torch.Generator()
-        sampler = None
-        if self.dist.enabled:
+        sampler: Sampler | None = None
+        if weights is not None:
+            if len(weights) != len(dataset):
+                raise DlforgeError(f"{len(weights)} sample weights for {len(dataset)} training examples")
+            sampler = WeightedSampler(weights, self.config.seed, self.dist.rank, self.dist.world_size)
+        elif self.dist.enabled:
             sampler = DistributedSampler(dataset, shuffle=shuffle, seed=self.config.seed)
         loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle and sampler is None,
                             sampler=sampler, generator=generator, num_workers=self.config.num_workers,
@@ -329,6 +336,32 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
+
+
+class WeightedSampler(Sampler[int]):
+    """Each epoch, as many indices as there are examples, drawn with replacement in proportion to `weights`: in
+    expectation the gradient of the weighted loss, for every task's loss as it is. The draw depends on (seed, epoch)
+    alone (exact resume); under DDP every rank draws the same sequence and takes every world-th index from its rank."""
+
+    def __init__(self, weights: Sequence[float], seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        if len(self.weights) == 0 or not torch.isfinite(self.weights).all() or (self.weights < 0).any() \
+                or self.weights.sum() <= 0:
+            raise DlforgeError("sample weights must be finite, non-negative and not all zero")
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        self.per_rank = math.ceil(len(self.weights) / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Any:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.per_rank * self.world_size, replacement=True,
+                                  generator=generator)
+        return iter(drawn[self.rank::self.world_size].tolist())
 
 
 def lr_factor(step: int, shape: str, warmup: int, total: int) -> float:
