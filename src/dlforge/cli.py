@@ -202,6 +202,8 @@ def explain(run: RunArg,
     from dlforge.explain import explain as explain_items
     from dlforge.explain import write, write_summary
     from dlforge.explain.inputs import read_inputs
+    from dlforge.explain.render import record_checks
+    from dlforge.report.html import write_report
 
     predictor = dlforge.load(run, device=device)
     items, names = read_inputs(predictor.task, inputs or [], text or [])
@@ -210,6 +212,8 @@ def explain(run: RunArg,
                           background=items[:100] if len(items) > 1 else None)
     folder = out_dir or run / "explanations"
     written = write(found, folder, names) + (write_summary(found, folder) if len(found) > 1 else [])
+    record_checks(found, run)
+    write_report(dlforge.Run.open(run))  # the model card and report show the checks
     table = Table(title=f"{found[0].method} explanations of {len(found)} input(s)")
     for col in ("input", "explained", "score", "deletion AUC", "random order AUC", "IG completeness error"):
         table.add_column(col, justify="left" if col in ("input", "explained") else "right")

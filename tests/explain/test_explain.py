@@ -51,6 +51,10 @@ def test_cli_writes_a_png_and_its_json(trained_run: dlforge.Run, tmp_path: Path,
     assert doc["attributions"][0]["shape"] == [8, 8] and len(doc["attributions"][0]["values"]) == 8
     assert doc["checks"]["completeness"]["relative_error"] < 0.01
     assert set(doc["checks"]["deletion"]) >= {"auc", "random_auc", "fractions", "scores", "random_scores"}
+    checks = json.loads((trained_run.path / "explanations" / "checks.json").read_text())["checks"]
+    ig = next(c for c in checks if c["method"] == "ig")
+    assert ig["inputs"] == 1 and ig["completeness_error_max"] == doc["checks"]["completeness"]["relative_error"]
+    assert "- ig: inputs 1" in (trained_run.path / "card.md").read_text()  # the model card shows the checks
 
 
 @pytest.mark.parametrize(("args", "says"), [
