@@ -81,6 +81,9 @@ def audit_run(run_dir: str | os.PathLike, sensitive: str | list[str], data: str 
         f"with group thresholds by {thresholds.column} ({THRESHOLDS}, {thresholds.constraint})"
     y_pred = decided.astype(int)
 
+    if n_boot:
+        log.info("per-group intervals: %d bootstrap resamples of %d rows per column (fairlearn MetricFrame; "
+                 "--n-boot sets how many)", n_boot, len(items))
     result["data"] = {"groups": {}, "proxies": {}, "proxies_skipped": {}}
     result["model"] = {}
     for column in columns:
