@@ -24,6 +24,7 @@ from dlforge.errors import DataError
 from dlforge.registry import DATASETS
 
 if TYPE_CHECKING:
+    import pandas as pd
     from torchvision.transforms import v2
 
 log = logging.getLogger("dlforge")
@@ -40,13 +41,15 @@ class ImageSet:
     channels: int  # 1 (all grayscale) or 3
     native_size: tuple[int, int] | None = None  # (H, W) when every image has it
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    columns: pd.DataFrame | None = None  # a table's other columns, one row per image (groups for an audit)
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def subset(self, index: np.ndarray) -> ImageSet:
         images = self.images[index] if isinstance(self.images, np.ndarray) else [self.images[i] for i in index]
-        return ImageSet(images, self.targets[index], self.classes, self.channels, self.native_size)
+        columns = None if self.columns is None else self.columns.iloc[index].reset_index(drop=True)
+        return ImageSet(images, self.targets[index], self.classes, self.channels, self.native_size, columns=columns)
 
 
 def read_image_set(source: str, *, path_column: str = "path", label_column: str = "label",
@@ -60,13 +63,14 @@ def read_image_set(source: str, *, path_column: str = "path", label_column: str 
     path = Path(source)
     if not path.exists():
         raise DataError(f"{source}: no such file or folder (data.source)")
+    columns = None
     if path.is_dir():
         files, labels, where = _scan_folder(path)
     elif path.suffix.lower() in {".csv", ".parquet", ".pq"}:
-        files, labels, where = _read_table(path, path_column, label_column)
+        files, labels, where, columns = _read_table(path, path_column, label_column)
     else:
         raise DataError(f"{source}: expected a folder of class folders, a .csv or a .parquet file")
-    return _checked(files, labels, where, on_error, classes)
+    return _checked(files, labels, where, on_error, classes, columns)
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], list[str], list[str]]:
@@ -82,7 +86,8 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[str], list[str]]:
     return files, labels, [str(f) for f in files]
 
 
-def _read_table(path: Path, path_column: str, label_column: str) -> tuple[list[Path], list[str], list[str]]:
+def _read_table(path: Path, path_column: str, label_column: str
+                ) -> tuple[list[Path], list[str], list[str], pd.DataFrame]:
     import pandas as pd
 
     try:
@@ -102,11 +107,12 @@ def _read_table(path: Path, path_column: str, label_column: str) -> tuple[list[P
         files.append(f if f.is_absolute() else path.parent / f)
         labels.append(str(label))
         where.append(row_name(i))
-    return files, labels, where
+    others = table.drop(columns=[path_column, label_column]).astype(object)
+    return files, labels, where, others.where(others.notna(), None)
 
 
 def _checked(files: list[Path], labels: list[str], where: list[str], on_error: str,
-             classes: Sequence[str] | None) -> ImageSet:
+             classes: Sequence[str] | None, columns: pd.DataFrame | None = None) -> ImageSet:
     """Open every image once: record mode and size, and report or skip unreadable ones."""
     if not files:
         raise DataError(f"{where[0] if where else 'data.source'}: no images found")
@@ -137,7 +143,8 @@ def _checked(files: list[Path], labels: list[str], where: list[str], on_error: s
                         f"the model's labels {known}")
     targets = np.array([lookup[c] for c in kept_labels], dtype=np.int64)
     native = sizes.pop() if len(sizes) == 1 else None
-    return ImageSet([files[i] for i in keep], targets, known, 1 if gray else 3, native, skipped)
+    kept_columns = None if columns is None else columns.iloc[keep].reset_index(drop=True)
+    return ImageSet([files[i] for i in keep], targets, known, 1 if gray else 3, native, skipped, kept_columns)
 
 
 @DATASETS.register("digits")

@@ -143,6 +143,14 @@ class ImageClassification(ClassificationTask):
         return {"images": self.preprocess(list(images), meta)}
 
     def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
+        return _items(self._evaluation_set(meta, source))
+
+    def audit_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any, Any]:
+        """A .csv/.parquet of path,label carries its other columns (groups) beside the images."""
+        images = self._evaluation_set(meta, source)
+        return (*_items(images), images.columns)
+
+    def _evaluation_set(self, meta: dict[str, Any], source: str | None) -> ImageSet:
         if source is None:
             images, (_, _, test_idx) = self._read_split()
             images = images.subset(test_idx)
@@ -151,7 +159,7 @@ class ImageClassification(ClassificationTask):
         if images.classes != meta["classes"]:
             raise DataError(f"{self.spec.data.source}: labels {images.classes} now differ from the model's "
                             f"{meta['classes']}")
-        return _items(images)
+        return images
 
     def plot_examples(self, items: Sequence[Any], targets: np.ndarray, probs: np.ndarray, classes: list[str],
                       path: Path) -> None:
