@@ -114,6 +114,8 @@ def test_a_served_prediction_is_the_predictors_with_thresholds(run_copy) -> None
         assert served.json()["predictions"] == expected
         for i in range(3):  # one at a time: the same answers
             assert c.post("/predict", json={"instances": [instances[i]]}).json()["predictions"] == [expected[i]]
+        # the warm-up (the wire's example has no group column) still taught V2 metadata its outputs
+        assert {o["name"] for o in c.get(f"/v2/models/{server.served.name}").json()["outputs"]} >= {"label"}
     raw = dlforge.load(run)
     raw.thresholds = None
     assert [p["label"] for p in raw.predict(items)] != [p["label"] for p in expected]
