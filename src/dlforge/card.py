@@ -18,8 +18,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlforge._io import atomic_write_text
-
 if TYPE_CHECKING:
     from dlforge.run import Run
 
@@ -53,10 +51,6 @@ def build_card(run: Run) -> str:
     for title, body in sections.items():
         lines += [f"## {title}", "", *body, ""]
     return "\n".join(lines)
-
-
-def write_card(run: Run) -> Path:
-    return atomic_write_text(run.path / "card.md", build_card(run))
 
 
 # ---------------------------------------------------------------- the parts

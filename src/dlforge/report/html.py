@@ -60,7 +60,7 @@ def render(title: str, subtitle: str, sections: list[Section]) -> str:
 
 def write_report(run: Run) -> Path:
     """Build report.html from what the run directory holds."""
-    from dlforge.card import write_card
+    from dlforge.card import build_card
     from dlforge.registry import TASKS
     from dlforge.report import plots
 
@@ -83,7 +83,9 @@ def write_report(run: Run) -> Path:
     sections += task.report_sections(run)
     from markdown_it import MarkdownIt  # rich's markdown parser
 
-    card = write_card(run).read_text().split("---", 2)[-1]  # the front matter is for the hub, not for reading
+    card = build_card(run)
+    atomic_write_text(run.path / "card.md", card)
+    card = card.split("---", 2)[-1]  # the front matter is for the hub, not for reading
     card = "\n".join("#" + line if line.startswith("## ") else line  # its sections sit under the report's
                      for line in card.splitlines() if not line.startswith("# "))
     sections.append(Section("Model card", MarkdownIt("commonmark").enable("table").render(card)))
