@@ -18,6 +18,7 @@ demo: .venv/.synced
 
 test: .venv/.synced browser
 	$(UV) run --locked ruff check .
+	$(UV) run --locked lint-imports
 	$(UV) run --locked pytest
 
 # The report test renders report.html in headless Chromium (Debian's package).
@@ -28,6 +29,7 @@ browser:
 
 lint: .venv/.synced
 	$(UV) run --locked ruff check .
+	$(UV) run --locked lint-imports
 
 bench: .venv/.synced
 	$(UV) run --locked python benchmarks/trainer_overhead.py

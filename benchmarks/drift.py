@@ -117,7 +117,7 @@ def by_column(table: dict[str, Any]) -> dict[str, tuple[str, float, bool]]:
 
 
 def dlforge_columns(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, tuple[str, float, bool]]:
-    from dlforge.monitor.drift import dataset_drift
+    from dlforge.drift.statistics import dataset_drift
 
     with quiet():
         return {c.column: (c.method, c.score, c.drifted) for c in dataset_drift(reference, current).columns}
@@ -256,8 +256,8 @@ def train_digits(runs_dir: str, epochs: int) -> str:
 
 def digit_rows(ev: SimpleNamespace, epochs: int) -> list[list[str]]:
     import dlforge
-    from dlforge.monitor.drift import dataset_drift
-    from dlforge.monitor.profile import build_profile, compare
+    from dlforge.drift.profile import build_profile, compare
+    from dlforge.drift.statistics import dataset_drift
 
     rows = []
     with tempfile.TemporaryDirectory() as runs:
@@ -333,7 +333,7 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def speed_rows(ev: SimpleNamespace, rows: int, columns: int, repeats: int) -> list[list[str]]:
-    from dlforge.monitor.drift import dataset_drift
+    from dlforge.drift.statistics import dataset_drift
 
     reference, current = wide_frames(rows, columns)
     numeric = [c for c in reference if c.startswith("num_")]

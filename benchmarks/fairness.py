@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 import dlforge
+from dlforge.data.groups import group_names
 from dlforge.data.tables import read_tables
 from dlforge.fairness import audit_run
 from dlforge.fairness.audit import halves
-from dlforge.fairness.groups import group_names
 
 SENSITIVE, POSITIVE = "sex", ">50K"
 

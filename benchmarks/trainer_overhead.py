@@ -33,12 +33,12 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
 import dlforge
+from dlforge.devices import autocast_dtype, seed_everything, select_device
+from dlforge.pipeline import callbacks_from_spec
 from dlforge.spec import SpecBase
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.image_classification import ImageClassification
-from dlforge.train.devices import autocast_dtype, seed_everything, select_device
-from dlforge.train.fit import callbacks_from_spec
-from dlforge.train.trainer import Trainer
+from dlforge.training.trainer import Trainer
 
 TARGET_PERCENT = 5.0
 

@@ -76,10 +76,10 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dlforge.Run:
 def fit_on_training_set(spec: dict) -> list[dict]:
     """Train `spec` (a dict) through its task and the Trainer, validating on the training set itself:
     the per-epoch history of an overfitting run. Seeded, so earlier tests do not change the start."""
+    from dlforge.devices import seed_everything
     from dlforge.registry import TASKS
     from dlforge.spec import validate_spec
-    from dlforge.train.devices import seed_everything
-    from dlforge.train.trainer import Trainer
+    from dlforge.training.trainer import Trainer
 
     checked = validate_spec(spec)
     seed_everything(checked.train.seed)

@@ -50,7 +50,7 @@ def assert_same_predictions(a: Any, b: Any, where: str = "") -> None:
 
 
 def items_of(predictor: dlforge.Predictor, n: int = 12) -> list[Any]:
-    items, _ = predictor.task.evaluation_data(predictor.meta)
+    items, _ = predictor.evaluation_data()
     return list(items)[:n]
 
 

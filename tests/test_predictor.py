@@ -37,7 +37,7 @@ def test_paths_pil_and_arrays_agree(trained_run: dlforge.Run, tmp_path: Path) ->
 
 def test_predictions_match_the_recorded_evaluation(trained_run: dlforge.Run) -> None:
     predictor = dlforge.load(trained_run.path)
-    items, targets = predictor.task.evaluation_data(predictor.meta)
+    items, targets = predictor.evaluation_data()
     predicted = [p["label"] for p in predictor.predict(items)]
     accuracy = np.mean([p == predictor.classes[t] for p, t in zip(predicted, targets, strict=True)])
     assert accuracy == pytest.approx(trained_run.read_eval()["metrics"]["accuracy"], abs=1e-6)

@@ -88,7 +88,7 @@ def test_adult_trains_past_the_majority_class_and_keeps_the_groups(adult_run: Pa
     assert "fnlwgt" not in [c["name"] for c in prep["numeric"]]
     assert {c["name"] for c in prep["categorical"]} >= {"sex", "race", "workclass"}
     # the items are whole rows: excluded columns (and the groups a fairness audit reads) stay in them
-    items, targets = dlforge.load(adult_run).task.evaluation_data(meta)
+    items, targets = dlforge.load(adult_run).evaluation_data()
     assert len(items) == len(targets) == 16_281
     assert {"sex", "race", "fnlwgt"} <= set(items[0]) and "income" not in items[0]
     profile = pd.read_parquet(adult_run / "profile" / "reference.parquet")
@@ -97,7 +97,7 @@ def test_adult_trains_past_the_majority_class_and_keeps_the_groups(adult_run: Pa
 
 def test_raw_rows_with_missing_values_and_unseen_categories_are_predicted(adult_run: Path) -> None:
     predictor = dlforge.load(adult_run)
-    typical = predictor.task.wire.example(predictor.meta)
+    typical = predictor.wire.example(predictor.meta)
     odd = {**typical, "age": None, "workclass": None, "native_country": "Atlantis", "occupation": "?"}
     predictions = predictor.predict([typical, odd, {**typical, "sex": "Female", "race": "Black"}])
     assert [set(p) for p in predictions] == [{"label", "confidence", "probabilities"}] * 3
@@ -204,7 +204,7 @@ def test_parquet_reads_like_csv(tmp_path: Path) -> None:
 
 def test_the_wire_decodes_rows_and_refuses_bad_ones(tiny_runs) -> None:
     predictor = dlforge.load(tiny_runs("tabular_classification"))
-    wire, meta, limits = predictor.task.wire, predictor.meta, LimitsSpec()
+    wire, meta, limits = predictor.wire, predictor.meta, LimitsSpec()
     assert wire.kind == "table"
     example = wire.example(meta)
     assert set(example) == {"x", "count", "color"} and isinstance(example["count"], int)
@@ -238,7 +238,7 @@ def test_the_wire_decodes_rows_and_refuses_bad_ones(tiny_runs) -> None:
 def test_onnx_export_predicts_as_torch(tiny_runs) -> None:
     run = tiny_runs("tabular_classification")
     torch_predictor = dlforge.load(run)
-    items = list(torch_predictor.task.evaluation_data(torch_predictor.meta)[0])
+    items = list(torch_predictor.evaluation_data()[0])
     onnx_predictor = dlforge.load(run, backend="onnx")
     for a, b in zip(onnx_predictor.predict(items), torch_predictor.predict(items), strict=True):
         assert a["label"] == b["label"] and a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)

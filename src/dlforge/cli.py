@@ -172,10 +172,12 @@ def _save_annotated(predictor: Any, inputs: list[Path], predictions: list[dict],
     from PIL import Image
 
     from dlforge._io import atomic_write
+    from dlforge.tasks.capabilities import Annotated
 
+    annotated = predictor.capability(Annotated)
     folder.mkdir(parents=True, exist_ok=True)
     for path, pred in zip(inputs, predictions, strict=True):
-        for kind, picture in predictor.task.annotate(str(path), pred, predictor.meta).items():
+        for kind, picture in annotated.annotate(str(path), pred, predictor.meta).items():
             image = picture if isinstance(picture, Image.Image) else Image.fromarray(np.asarray(picture))
             atomic_write(folder / f"{path.stem}.{kind}.png", lambda p, im=image: im.save(p, format="PNG"))
 
@@ -206,7 +208,7 @@ def explain(run: RunArg,
     from dlforge.report.html import write_report
 
     predictor = dlforge.load(run, device=device)
-    items, names = read_inputs(predictor.task, inputs or [], text or [])
+    items, names = read_inputs(predictor, inputs or [], text or [])
     # SHAP compares a row with background rows: the other rows given (one row alone: the typical row)
     found = explain_items(predictor, items, method=method, target=target, box=box,
                           background=items[:100] if len(items) > 1 else None)
@@ -290,7 +292,7 @@ def forecast(run: RunArg,
              out_dir: Annotated[Path | None, typer.Option("--out", help="where forecast.json/.csv/.png go")] = None,
              device: str = "cpu") -> None:
     """Forecast past the end of the data, with intervals: JSON, CSV and a PNG."""
-    from dlforge.forecast.future import forecast_run
+    from dlforge.future import forecast_run
 
     forecasts, where = forecast_run(run, horizon, data, future, out_dir, device)
     table = Table(title=f"{len(forecasts)} series forecast {len(forecasts[0]['timestamps'])} steps ahead")

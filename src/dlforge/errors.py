@@ -24,3 +24,8 @@ class InputError(DlforgeError):
     def __init__(self, field: str, message: str, status: int = 400) -> None:
         super().__init__(f"{field}: {message}")
         self.field, self.status = field, status
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (libraries' errors often run to many lines), or its type's name."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -21,12 +21,12 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None, out: str |
     """
     run = Run.open(run_dir)
     predictor = Predictor.from_run(run, device=device)
-    items, targets = predictor.task.evaluation_data(predictor.meta, data)
+    items, targets = predictor.evaluation_data(data)
     if targets is None:
         raise DlforgeError(f"{data}: no labels to evaluate against (predict or monitor unlabelled data)")
     if out is None:
         out = run.path if data is None else run.path / "evaluations" / Path(data.rstrip("/")).stem.replace(":", "_")
     out = Path(out)
-    result = {"data": data or "test split", **predictor.task.evaluate(predictor, items, targets, out / "plots")}
+    result = {"data": data or "test split", **predictor.evaluate(items, targets, out / "plots")}
     atomic_write_json(out / "eval.json", result)
     return result, out

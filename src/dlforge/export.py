@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import json
 import logging
 import os
 import time
@@ -25,13 +24,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
 from dlforge._io import atomic_write, atomic_write_json
-from dlforge.errors import DlforgeError
+from dlforge.errors import DlforgeError, first_line
+from dlforge.onnx_backend import ONNX_FILE, OnnxGraph, stale_reason
+from dlforge.predictor import Predictor
 from dlforge.run import Run
+from dlforge.tasks.capabilities import Exportable
 
 log = logging.getLogger("dlforge")
 
@@ -57,13 +58,11 @@ def export_run(run_dir: str | os.PathLike | Run, fmt: Format, out: str | os.Path
     start = time.perf_counter()
     if fmt not in FILES:
         raise DlforgeError(f"export format {fmt!r}: choose {', '.join(FILES)}")
-    from dlforge.predictor import Predictor
-
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     predictor = Predictor.from_run(run)  # the torch graph, on the CPU
-    task, meta, graph = predictor.task, predictor.meta, predictor.graph
+    task, meta, graph = predictor.capability(Exportable), predictor.meta, predictor.graph
     what = f"{meta['task']} model {meta['model']}"
-    example = task.example_inputs(meta, EXAMPLE_BATCH)  # raises for tasks that do not export
+    example = task.example_inputs(meta, EXAMPLE_BATCH)
     check = task.example_inputs(meta, CHECK_BATCH)
     with torch.no_grad():  # the torch graph's outputs: what the export must reproduce
         expected = _tensors(graph(*check.values()), what, task.export_hint)
@@ -82,12 +81,12 @@ def export_run(run_dir: str | os.PathLike | Run, fmt: Format, out: str | os.Path
                 WRITERS[fmt](graph, example, axes, names, tmp)
             except Exception as e:  # the exporters' own errors name ops and guards, not the model
                 raise DlforgeError(f"{what} cannot be exported as {fmt}: {type(e).__name__}: "
-                                   f"{_first_line(e)}") from e
+                                   f"{first_line(e)}") from e
             try:
                 got = _tensors(RUNNERS[fmt](tmp, check), what, task.export_hint)
             except Exception as e:
                 raise DlforgeError(f"{what}: the {fmt} export was written but does not run: {type(e).__name__}: "
-                                   f"{_first_line(e)}") from e
+                                   f"{first_line(e)}") from e
         diff = max(float((g.double() - e.double()).abs().max()) if g.numel() else 0.0
                    for g, e in zip(got, expected, strict=True))
         if diff > atol:
@@ -165,58 +164,16 @@ RUNNERS: dict[str, Callable[[Path, Tensors], Any]] = {"onnx": _run_onnx, "torchs
                                                       "torch-export": _run_torch_export}
 
 
-# ---------------------------------------------------------------- the ONNX backend of the Predictor
+# ---------------------------------------------------------------- the ONNX file the Predictor's backend runs
 
 
-class OnnxGraph:
-    """An ONNX graph run by onnxruntime on the CPU, called as the torch graph is: the same positional or keyword
-    tensors in, torch tensors out (a tuple when the graph has several outputs). The session is made once."""
-
-    backend = "onnx"
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()  # as many as torch would use
-        options.inter_op_num_threads = 1  # the graphs here are chains: no parallel branches worth a pool
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises NoSuchFile, InvalidProtobuf, Fail, ... of its own
-            raise DlforgeError(f"{self.path}: cannot load the ONNX model ({_first_line(e)}); export it again with: "
-                               "dlforge export RUN --format onnx") from None
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.outputs = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        if len(args) > len(self.inputs):
-            raise TypeError(f"{self.path.name} takes {len(self.inputs)} inputs ({', '.join(self.inputs)}), "
-                            f"got {len(args)}")
-        feed = dict(zip(self.inputs, args, strict=False)) | kwargs
-        if sorted(feed) != sorted(self.inputs):
-            raise TypeError(f"{self.path.name} takes inputs {', '.join(self.inputs)}, got {', '.join(feed)}")
-        device = next(iter(feed.values())).device
-        results = self.session.run(None, {k: np.ascontiguousarray(v.numpy(force=True)) for k, v in feed.items()})
-        out = tuple(torch.from_numpy(r).to(device) for r in results)
-        return out[0] if len(out) == 1 else out
-
-
-def onnx_graph(run: Run) -> OnnxGraph:
-    """The run's ONNX export as a graph; exported first if the run has none, or one made from other weights."""
-    path = run.path / "export" / FILES["onnx"]
-    if not path.exists():
-        log.info("%s has no ONNX export yet: exporting it now (as `dlforge export RUN --format onnx` does)", run.path)
+def ensure_onnx(run: Run) -> Path:
+    """The run's ONNX export, exported first if the run has none, or one made from other weights."""
+    reason = stale_reason(run)
+    if reason is not None:
+        log.info("%s has %s: exporting it now (as `dlforge export RUN --format onnx` does)", run.path, reason)
         export_run(run, "onnx")
-    else:
-        sidecar = path.with_name(path.name + ".json")
-        made_from = json.loads(sidecar.read_text()).get("weights_sha256") if sidecar.exists() else None
-        if made_from is not None and made_from != run.weights_digest():
-            log.info("%s was exported from other weights than the run's model.safetensors: exporting again", path)
-            export_run(run, "onnx")
-    return OnnxGraph(path)
+    return run.path / ONNX_FILE
 
 
 # ---------------------------------------------------------------- helpers
@@ -252,10 +209,6 @@ def _versions(fmt: str) -> dict[str, str]:
 
         versions |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     return versions
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 @contextlib.contextmanager

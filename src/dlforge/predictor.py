@@ -1,23 +1,34 @@
 """The Predictor: a finished run's model behind one call. Serve, predict, evaluate, explain,
-audit, export and monitor all go through it; none rebuilds a model its own way."""
+audit, export and monitor all go through it; none rebuilds a model its own way.
+
+It is the whole seam downstream of training: its public surface offers what the task does at inference (the wire,
+prediction options, pre/forward/postprocess, evaluation data, the tokenizer), and `capability(...)` offers what a
+task can do besides (`dlforge.tasks.capabilities`: export, explanation, drift profile, audit, pictures). Nothing
+downstream reaches into `predictor.task`."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from safetensors.torch import load_model
 from torch import nn
 
+from dlforge.devices import select_device, to_device
 from dlforge.errors import DlforgeError
-from dlforge.fairness.thresholds import GroupThresholds
 from dlforge.registry import TASKS
 from dlforge.run import Run
 from dlforge.tasks.base import Task
-from dlforge.train.devices import select_device, to_device
+from dlforge.tasks.capabilities import C, Tokenized, require
+from dlforge.tasks.thresholds import GroupThresholds
+
+if TYPE_CHECKING:
+    from dlforge.spec import SpecBase
+    from dlforge.wire import Wire
 
 Backend = Literal["torch", "onnx"]
 
@@ -47,7 +58,8 @@ class Predictor:
     def from_run(cls, run: str | os.PathLike | Run, device: str = "cpu", complete: bool = True,
                  backend: Backend = "torch") -> Predictor:
         """The Predictor of a run. backend "onnx" runs the graph with onnxruntime on the CPU, from
-        `<run>/export/model.onnx` (exported first if missing); the task's pre- and post-processing stay in torch."""
+        `<run>/export/model.onnx` (a RunError when it is missing or stale: `dlforge.load` exports first); the task's
+        pre- and post-processing stay in torch."""
         run = run if isinstance(run, Run) else Run.open(run, complete=complete)
         spec, meta = run.read_spec(), run.read_meta()
         task = TASKS.get(spec.task)(spec)
@@ -56,7 +68,7 @@ class Predictor:
             if device not in ("cpu", "auto"):
                 raise DlforgeError(f"backend onnx runs on the CPU (onnxruntime); device {device!r} needs the torch "
                                    "backend")
-            from dlforge.export import onnx_graph  # onnxruntime: only when asked for
+            from dlforge.onnx_backend import onnx_graph  # onnxruntime: only when asked for
 
             predictor = cls(task, None, meta, "cpu", graph=onnx_graph(run))
         elif backend != "torch":
@@ -68,9 +80,62 @@ class Predictor:
         predictor.thresholds = GroupThresholds.load(run.path)
         return predictor
 
+    def with_model(self, model: nn.Module) -> Predictor:
+        """The same run's Predictor around other weights (a randomised copy, a fine-tuned one)."""
+        return Predictor(self.task, model, self.meta, self.device, self.batch_size)
+
+    # ------------------------------------------------------------ what the run's task offers
     @property
     def classes(self) -> list[str] | None:
         return self.meta.get("classes")
+
+    @property
+    def spec(self) -> SpecBase:
+        """The run's resolved spec."""
+        return self.task.spec
+
+    @property
+    def wire(self) -> Wire:
+        """How one JSON instance becomes a raw item, and back."""
+        return self.task.wire
+
+    @property
+    def prediction_options(self) -> tuple[str, ...]:
+        """The keyword options `predict` takes (thresholds, horizon, generation length), named by the task."""
+        return self.task.prediction_options
+
+    @property
+    def tokenizer(self) -> Any:
+        """The run's tokenizer, for text models; None for others."""
+        return self.task.tokenizer if isinstance(self.task, Tokenized) else None
+
+    def capability(self, capability: type[C]) -> C:
+        """The run's task as `capability` (e.g. `Exportable`), or a DlforgeError saying its models cannot be used so."""
+        return require(self.task, capability)
+
+    def can(self, capability: type[C]) -> bool:
+        return isinstance(self.task, capability)
+
+    def evaluation_data(self, source: str | None = None) -> tuple[Sequence[Any], Any]:
+        """(items, targets): the run's own test split, or all of `source`."""
+        return self.task.evaluation_data(self.meta, source)
+
+    def evaluate(self, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
+        """The task's metrics of these items (with a `headline` entry); figures written under `plots`."""
+        return self.task.evaluate(self, items, targets, plots)
+
+    # ------------------------------------------------------------ inference, step by step
+    def preprocess(self, items: Sequence[Any]) -> Any:
+        """Raw items -> the graph's batched input, on the Predictor's device."""
+        return to_device(self.task.preprocess(items, self.meta), self.device)
+
+    def forward(self, inputs: Any, **options: Any) -> torch.Tensor | list[Any]:
+        """The graph's outputs for one preprocessed batch (differentiable: no inference mode here)."""
+        return self.task.forward(self.graph, inputs, self.meta, **options)
+
+    def postprocess(self, outputs: Any, **options: Any) -> list[dict[str, Any]]:
+        """Outputs -> one JSON-able prediction per item (without group thresholds: `predict` applies those)."""
+        return self.task.postprocess(outputs, self.meta, **options)
 
     @torch.inference_mode()
     def outputs(self, items: Iterable[Any], **options: Any) -> torch.Tensor | list[Any]:
@@ -78,8 +143,8 @@ class Predictor:
         items = list(items)
         chunks = []
         for i in range(0, len(items), self.batch_size):
-            inputs = to_device(self.task.preprocess(items[i:i + self.batch_size], self.meta), self.device)
-            chunks.append(to_device(self.task.forward(self.graph, inputs, self.meta, **options), torch.device("cpu")))
+            inputs = self.preprocess(items[i:i + self.batch_size])
+            chunks.append(to_device(self.forward(inputs, **options), torch.device("cpu")))
         if chunks and torch.is_tensor(chunks[0]):
             return torch.cat(chunks)
         return [out for chunk in chunks for out in chunk]
@@ -111,18 +176,14 @@ class Predictor:
 
         `options` are the task's `prediction_options`, e.g. `conf` and `iou` for detection.
         """
-        unknown = sorted(set(options) - set(self.task.prediction_options))
+        unknown = sorted(set(options) - set(self.prediction_options))
         if unknown:
-            allowed = ", ".join(self.task.prediction_options) or "none"
+            allowed = ", ".join(self.prediction_options) or "none"
             raise DlforgeError(f"{self.meta['task']} predictions take no option {', '.join(unknown)} "
                                f"(options: {allowed})")
         outputs = self.outputs(items, **options)
-        predictions = self.task.postprocess(outputs, self.meta, **options)
+        predictions = self.postprocess(outputs, **options)
         if self.thresholds is not None:  # one decision per group's thresholds, the same for the same input
             predictions = self.thresholds.apply(self.task, self.meta, list(items), outputs, predictions)
         return predictions
 
-
-def load(run_dir: str | os.PathLike, device: str = "cpu", backend: Backend = "torch") -> Predictor:
-    """The Predictor of a finished run directory; backend "onnx" serves its ONNX export with onnxruntime."""
-    return Predictor.from_run(run_dir, device=device, backend=backend)

@@ -31,7 +31,7 @@ def invoke() -> Iterator[Callable[..., Result]]:
 
 def digit_png(run: dlforge.Run, path: Path) -> Path:
     predictor = dlforge.load(run.path)
-    pixels = np.asarray(predictor.task.evaluation_data(predictor.meta)[0][0])  # (8, 8, 1) uint8
+    pixels = np.asarray(predictor.evaluation_data()[0][0])  # (8, 8, 1) uint8
     Image.fromarray(pixels[..., 0]).save(path)
     return path
 
@@ -79,7 +79,7 @@ def test_cli_names_a_missing_input(trained_run: dlforge.Run, tmp_path: Path, inv
 def test_json_for_the_server(trained_run: dlforge.Run, sentiment_run: Path) -> None:
     """What `POST /explain` answers: JSON with the picture inside (a PNG in base64, or HTML for texts)."""
     digits = dlforge.load(trained_run.path)
-    (image,) = explain_json(digits, digits.task.evaluation_data(digits.meta)[0][:1], method="gradcam", target="3")
+    (image,) = explain_json(digits, digits.evaluation_data()[0][:1], method="gradcam", target="3")
     assert json.loads(json.dumps(image))["target"]["class"] == "3"
     assert "completeness" not in image["checks"]  # IG's alone
     Image.open(io.BytesIO(base64.b64decode(image["picture"]["base64"]))).verify()
@@ -91,8 +91,8 @@ def test_json_for_the_server(trained_run: dlforge.Run, sentiment_run: Path) -> N
 
 def test_forecast_attributions_over_the_lookback_window(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
     predictor = dlforge.load(tiny_runs("lstm_forecaster"))
-    items = predictor.task.evaluation_data(predictor.meta)[0][:1]
-    assert methods(predictor.task) == ("ig", "saliency", "occlusion")
+    items = predictor.evaluation_data()[0][:1]
+    assert methods(predictor) == ("ig", "saliency", "occlusion")
     (e,) = explain(predictor, items, target="p90")
     assert e.target["quantile"] == "p90"
     past, future = e.to_dict()["attributions"]
@@ -107,9 +107,9 @@ def test_forecast_attributions_over_the_lookback_window(tiny_runs: Callable[[str
 
 def test_grad_cam_for_a_chosen_box(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
     predictor = dlforge.load(tiny_runs("yolo"))
-    items = predictor.task.evaluation_data(predictor.meta)[0][:1]
+    items = predictor.evaluation_data()[0][:1]
     found = predictor.predict(items, conf=0.0)[0]["objects"]
-    assert methods(predictor.task)[0] == "gradcam"  # the detection task's default
+    assert methods(predictor)[0] == "gradcam"  # the detection task's default
     (e,) = explain(predictor, items, box=1, options={"conf": 0.0})
     assert e.method == "gradcam" and e.target["box"] == found[1]["box"] and e.target["label"] == found[1]["label"]
     assert e.units[0].shape == (64, 64) and e.score == pytest.approx(found[1]["score"], abs=1e-3)
@@ -121,8 +121,8 @@ def test_grad_cam_for_a_chosen_box(tiny_runs: Callable[[str], Path], tmp_path: P
 
 def test_table_rows_by_shap_and_integrated_gradients(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
     predictor = dlforge.load(tiny_runs("tabular_classification"))
-    rows = predictor.task.evaluation_data(predictor.meta)[0][:4]
-    assert methods(predictor.task) == ("shap", "ig")
+    rows = predictor.evaluation_data()[0][:4]
+    assert methods(predictor) == ("shap", "ig")
     shap = explain(predictor, rows, background=rows)
     logits = predictor.outputs(rows)
     for e in shap:

@@ -18,7 +18,7 @@ from tests.conftest import sentiment_rows
 @pytest.fixture(scope="module")
 def digits(trained_run: dlforge.Run) -> tuple[Predictor, list[Any]]:
     predictor = dlforge.load(trained_run.path)
-    return predictor, list(predictor.task.evaluation_data(predictor.meta)[0][:8])
+    return predictor, list(predictor.evaluation_data()[0][:8])
 
 
 @pytest.fixture(scope="module")

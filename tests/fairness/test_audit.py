@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 
 import dlforge
 from dlforge.cli import app
+from dlforge.data.groups import positive_class
 from dlforge.errors import DlforgeError
 from dlforge.fairness import audit_run
-from dlforge.fairness.groups import positive_class
 
 N_BOOT = 8
 
@@ -38,7 +38,7 @@ def audited(adult_runs: dict[str, Path]) -> tuple[dict, Path]:
 def predictions(run: Path, source: str | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """(the audited rows, y_true, y_pred) as 0/1 of '>50K', from the Predictor itself."""
     predictor = dlforge.load(run)
-    items, targets = predictor.task.evaluation_data(predictor.meta, source)
+    items, targets = predictor.evaluation_data(source)
     labels = [p["label"] for p in predictor.predict(items)]
     return pd.DataFrame(list(items)), (np.asarray(targets) == 1).astype(int), (np.array(labels) == ">50K").astype(int)
 

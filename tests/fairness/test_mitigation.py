@@ -15,7 +15,7 @@ from fairlearn.metrics import demographic_parity_difference
 import dlforge
 from dlforge.errors import DlforgeError
 from dlforge.fairness import GroupThresholds, audit_run, fit_thresholds
-from dlforge.fairness.thresholds import draws
+from dlforge.tasks.thresholds import draws
 from tests.fairness.test_audit import predictions
 
 
@@ -61,7 +61,7 @@ def test_group_thresholds_lower_the_dp_difference_on_rows_they_were_not_fit_on(r
 
 def test_stored_thresholds_decide_as_fairlearns_threshold_optimizer(adult_runs, tmp_path: Path) -> None:
     predictor = dlforge.load(adult_runs["plain"])
-    items, targets = predictor.task.evaluation_data(predictor.meta)
+    items, targets = predictor.evaluation_data()
     scores = predictor.task.probabilities(predictor.outputs(items), predictor.meta)[:, 1].double().numpy()
     sex = np.array([row["sex"] for row in items], dtype=object)
     for constraint in ("demographic_parity", "equalized_odds"):
@@ -78,7 +78,7 @@ def test_the_predictor_applies_them_one_answer_per_input(run_copy) -> None:
     audit_run(run, "sex", mitigate="threshold", n_boot=0)
     predictor = dlforge.load(run)
     assert predictor.thresholds is not None and predictor.thresholds.column == "sex"
-    items, _ = predictor.task.evaluation_data(predictor.meta)
+    items, _ = predictor.evaluation_data()
     items = list(items[:400])
     got = predictor.predict(items)
     probs = predictor.task.probabilities(predictor.outputs(items), predictor.meta).numpy()
@@ -104,8 +104,8 @@ def test_a_served_prediction_is_the_predictors_with_thresholds(run_copy) -> None
     run = run_copy("plain")
     audit_run(run, "sex", mitigate="threshold", n_boot=0)
     offline = dlforge.load(run)
-    items = list(offline.task.evaluation_data(offline.meta)[0][:64])
-    wire = offline.task.wire
+    items = list(offline.evaluation_data()[0][:64])
+    wire = offline.wire
     instances = [wire.encode(item) for item in items]
     expected = offline.predict(items)
     with ThreadServer(run) as server, server.client() as c:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dlforge.errors import DlforgeError
-from dlforge.fairness.reweigh import kamiran_calders, reweigh
-from dlforge.train.trainer import WeightedSampler
+from dlforge.training.reweigh import kamiran_calders, reweigh
+from dlforge.training.trainer import WeightedSampler
 
 
 def test_kamiran_calders_weights_make_group_and_label_independent() -> None:

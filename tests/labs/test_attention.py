@@ -80,8 +80,8 @@ def test_maps_are_the_models_attention_and_rows_sum_to_one(quick: tuple) -> None
     np.testing.assert_allclose(results["attention"]["last_layer_mean"], maps[-1].mean(0), atol=1e-7)
     # Recomputed here from the saved run: the lab's maps are the fine-tuned model's own eager attention.
     predictor = dlforge.load(results["model"]["run"])
-    batch = predictor.task.tokenizer_([DEFAULT_SENTENCE], return_tensors="pt")
-    assert predictor.task.tokenizer_.convert_ids_to_tokens(batch["input_ids"][0].tolist()) == results["tokens"]
+    batch = predictor.tokenizer([DEFAULT_SENTENCE], return_tensors="pt")
+    assert predictor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist()) == results["tokens"]
     with torch.no_grad():
         attentions = predictor.model.attentions(batch["input_ids"], batch["attention_mask"])
     np.testing.assert_allclose(torch.stack([a[0] for a in attentions]).numpy(), maps, atol=1e-6)

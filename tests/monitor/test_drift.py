@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dlforge.monitor.drift import (
+from dlforge.drift.statistics import (
     binned,
     column_drift,
     dataset_drift,

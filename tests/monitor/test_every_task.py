@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from dlforge.drift.profile import read_profile
 from dlforge.monitor.commands import monitor_run
-from dlforge.monitor.profile import read_profile
 from dlforge.run import Run
 from tests.tasks.test_forecasting import monthly_table
 
@@ -40,7 +40,7 @@ def test_forecasting_names_the_shifted_covariate(tiny_runs, tmp_path):
 
 
 def test_predictions_become_columns_whatever_their_shape():
-    from dlforge.monitor.profile import prediction_columns
+    from dlforge.drift.profile import prediction_columns
 
     predictions = [{"objects": [], "quantiles": [], "pixels": {"sky": 0.5}, "label": "a", "confidence": 0.9},
                    {"objects": [{"box": [0, 0, 1, 1], "score": 0.8}], "quantiles": [1.0, 3.0], "pixels": {},

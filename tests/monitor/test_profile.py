@@ -8,14 +8,14 @@ import pytest
 from scipy import ndimage
 
 import dlforge
-from dlforge.monitor.profile import build_profile, compare, read_profile, write_profile
+from dlforge.drift.profile import build_profile, compare, read_profile, write_profile
 
 
 @pytest.fixture(scope="module")
 def digits(trained_run):
     """The run's test digits split in two halves: reference and a fresh current sample."""
     predictor = dlforge.load(trained_run.path)
-    items, _ = predictor.task.evaluation_data(predictor.meta)
+    items, _ = predictor.evaluation_data()
     images = np.asarray(items)  # (N, 8, 8, 1) uint8
     order = np.random.default_rng(0).permutation(len(images))
     half = len(images) // 2
@@ -60,7 +60,7 @@ def test_calibrated_confidence_estimates_accuracy_without_labels(trained_run) ->
     """Temperature scaling at training makes the mean confidence on unlabelled data track the accuracy; the
     uncalibrated softmax (T = 1) is further off."""
     predictor = dlforge.load(trained_run.path)
-    items, targets = predictor.task.evaluation_data(predictor.meta)
+    items, targets = predictor.evaluation_data()
     predictions = predictor.predict(items)
     accuracy = np.mean([p["label"] == predictor.classes[t] for p, t in zip(predictions, targets, strict=True)])
     estimate = np.mean([p["confidence"] for p in predictions])

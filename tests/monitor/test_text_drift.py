@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import dlforge
-from dlforge.monitor.profile import compare, read_profile
+from dlforge.drift.profile import compare, read_profile
 from dlforge.spec import validate_spec
 from tests.conftest import sentiment_rows, write_csv
 from tests.tasks.test_text_classification import text_spec

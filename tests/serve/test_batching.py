@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import dlforge
-from dlforge.serve.request_log import read_log
+from dlforge.request_log import read_log
 from tests.serve.conftest import ThreadServer, assert_same_predictions, digit_pngs, slow_request
 
 
@@ -96,7 +96,7 @@ def test_request_log_samples_into_sqlite_wal(trained_run, tmp_path) -> None:
 
 
 def test_request_log_sample_rate(trained_run, tmp_path) -> None:
-    from dlforge.serve.request_log import RequestLog
+    from dlforge.request_log import RequestLog
 
     log = RequestLog(tmp_path / "r.sqlite", sample=0.25, model_version="m:1", seed=0)
     log.add("/predict", list(range(2000)), [{"label": "x"}] * 2000, 1.0)

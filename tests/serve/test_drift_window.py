@@ -35,7 +35,7 @@ def wait_for_check(client, seen: int, timeout: float = 60) -> str:
 
 def test_window_gauges_stay_calm_for_clean_digits_and_rise_for_brighter_ones(trained_run):
     predictor = dlforge.load(trained_run.path)
-    items, _ = predictor.task.evaluation_data(predictor.meta)
+    items, _ = predictor.evaluation_data()
     images = np.asarray(items)[np.random.default_rng(0).permutation(len(items))[:90], ..., 0]  # (90, 8, 8) uint8
     encode = lambda batch: [base64.b64encode(png_bytes(im)).decode() for im in batch]  # noqa: E731
     with ThreadServer(trained_run.path, overrides=WINDOW) as server, server.client() as client:

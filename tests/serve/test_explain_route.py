@@ -13,7 +13,7 @@ from tests.serve.conftest import ThreadServer, png_bytes
 
 def test_explain_route_equals_the_library(trained_run):
     predictor = dlforge.load(trained_run.path)
-    items, _ = predictor.task.evaluation_data(predictor.meta)
+    items, _ = predictor.evaluation_data()
     images = [np.asarray(items[i])[..., 0] for i in range(2)]  # (8, 8) uint8
     with ThreadServer(trained_run.path) as server, server.client() as client:
         reply = client.post("/explain", json={"instances": [base64.b64encode(png_bytes(im)).decode()

@@ -19,11 +19,11 @@ OPTIONS = {"text_generation": {"max_new_tokens": 4, "temperature": 0}, "yolo": {
 def test_every_task_is_served(tiny_runs, kind: str) -> None:
     run = tiny_runs(kind)
     offline = dlforge.load(run)
-    items = list(offline.task.evaluation_data(offline.meta)[0][:2])
-    wire = offline.task.wire
+    items = list(offline.evaluation_data()[0][:2])
+    wire = offline.wire
     instances = [wire.encode(item) for item in items]
     options = OPTIONS.get(kind, {})
-    expected = offline.predict([wire.decode(i, "test", offline.task.spec.serve.limits) for i in instances],
+    expected = offline.predict([wire.decode(i, "test", offline.spec.serve.limits) for i in instances],
                                **options)
     with ThreadServer(run) as server, server.client() as c:
         meta = c.get("/metadata").json()
@@ -40,7 +40,7 @@ def test_every_task_is_served(tiny_runs, kind: str) -> None:
         assert {o["name"] for o in outputs} == set(expected[0])
         assert all(o["shape"][0] == len(items) for o in outputs)
         if wire.kind == "text":  # the length limit, before any tokenising
-            limit = offline.task.spec.serve.limits.max_text_chars
+            limit = offline.spec.serve.limits.max_text_chars
             r = c.post("/predict", json={"instances": [instances[0], "x" * (limit + 1)]})
             assert r.status_code == 413 and r.json()["field"] == "instances[1]"
 

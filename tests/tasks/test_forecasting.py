@@ -175,7 +175,7 @@ def test_train_evaluate_forecast_end_to_end(tmp_path: Path) -> None:
 
     # a shorter horizon is the start of the full forecast
     predictor = dlforge.load(run_dir)
-    items, _ = predictor.task.evaluation_data(predictor.meta)
+    items, _ = predictor.evaluation_data()
     full, short = predictor.predict(items[:1]), predictor.predict(items[:1], horizon=2)
     assert short[0]["p50"] == full[0]["p50"][:2]
 
@@ -212,7 +212,7 @@ def test_calibration_widens_overconfident_quantiles_to_their_share(tmp_path: Pat
     """`calibrate` stretches each quantile until a share tau of the validation targets lies below it (up to
     the ties of a finite sample), and never narrows one: a model made 5x overconfident gets its shares
     back; one made 5x timid keeps its (conservative) width."""
-    from dlforge.train.trainer import Trainer
+    from dlforge.training.trainer import Trainer
 
     monthly_table(n=160).to_csv(tmp_path / "sales.csv", index=False)
     s = spec(tmp_path / "sales.csv", data={"val_steps": 40}, model={"quantiles": [0.1, 0.25, 0.5, 0.75, 0.9]},

@@ -133,8 +133,6 @@ def read_detection_set(source: str, *, format: str = "auto", classes: Sequence[s
 
 
 def _builtin(source: str, options: dict | None) -> object:
-    from dlforge.data import shapes  # noqa: F401  (registers builtin:shapes)
-
     factory = DATASETS.get(source.removeprefix("builtin:"))
     try:
         inspect.signature(factory).bind(**(options or {}))

@@ -8,8 +8,9 @@ Methods are Captum's (Integrated Gradients, Saliency, Grad-CAM, Occlusion), LIME
 kind; the checks are ours (`checks.py`). Tasks say what is explained (`Task.explain_target`).
 """
 
-from dlforge.explain.checks import randomisation
-from dlforge.explain.core import Explanation, explain, explain_json, methods
+from dlforge.explain.core import explain, explain_json, methods
+from dlforge.explain.explanation import Explanation
+from dlforge.explain.randomisation import randomisation
 from dlforge.explain.render import summary, write, write_summary
 
 __all__ = ["Explanation", "explain", "explain_json", "methods", "randomisation", "summary", "write", "write_summary"]

@@ -124,7 +124,7 @@ def shap_text(s: Subject, item: Any, evals: int = SHAP_EVALS) -> list[np.ndarray
     import shap
 
     part, text = _tokens(s, item)
-    tokenizer = s.predictor.task.tokenizer_
+    tokenizer = s.predictor.tokenizer
     explainer = shap.Explainer(lambda texts: s.score_items(list(texts)), shap.maskers.Text(tokenizer))
     values = explainer([text], max_evals=evals, silent=True).values[0]  # one per token of the whole text
     full = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
@@ -141,7 +141,7 @@ def shap_table(s: Subject, item: Any, evals: int = SHAP_EVALS) -> list[np.ndarra
     if not isinstance(item, dict):
         raise DlforgeError("shap explains rows given as {column: value}")
     columns = [label for part in s.parts for label in part.labels or [] if label in item]
-    rows = [item, *(s.background or [s.predictor.task.wire.example(s.predictor.meta)])]
+    rows = [item, *(s.background or [s.predictor.wire.example(s.predictor.meta)])]
     # SHAP's maskers take numbers: each column's distinct values (categories, None for missing) by their index
     seen = [list(dict.fromkeys(repr(r.get(c)) for r in rows)) for c in columns]
     values = [{repr(r.get(c)): r.get(c) for r in rows} for c in columns]

@@ -12,16 +12,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from dlforge.errors import DlforgeError
-from dlforge.tasks.base import Task
+from dlforge.predictor import Predictor
 
 LIMITS = SimpleNamespace(max_pixels=1 << 30, max_text_chars=1 << 24)  # local files: no request limits
 
 
-def read_inputs(task: Task, paths: Sequence[Path], texts: Sequence[str] = ()) -> tuple[list[Any], list[str]]:
+def read_inputs(predictor: Predictor, paths: Sequence[Path], texts: Sequence[str] = ()) -> tuple[list[Any], list[str]]:
     """(items, names): one name per item, for the files written."""
     items: list[Any] = list(texts)
     names = [f"text-{i}" for i in range(len(texts))]
-    kind = task.wire.kind
+    wire = predictor.wire
+    kind = wire.kind
     for path in paths:
         if not path.is_file():
             raise DlforgeError(f"{path}: no such input file")
@@ -31,7 +32,7 @@ def read_inputs(task: Task, paths: Sequence[Path], texts: Sequence[str] = ()) ->
         elif path.suffix.lower() == ".json":
             values = json.loads(path.read_text())
             values = values if isinstance(values, list) else [values]
-            items += [task.wire.decode(v, f"{path.name}[{i}]", LIMITS) for i, v in enumerate(values)]
+            items += [wire.decode(v, f"{path.name}[{i}]", LIMITS) for i, v in enumerate(values)]
             names += [path.stem] if len(values) == 1 else [f"{path.stem}-{i}" for i in range(len(values))]
         elif path.suffix.lower() in (".csv", ".parquet"):
             import pandas as pd
@@ -39,7 +40,7 @@ def read_inputs(task: Task, paths: Sequence[Path], texts: Sequence[str] = ()) ->
             frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
             rows = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
                     for row in frame.to_dict("records")]
-            items += [task.wire.decode(row, f"{path.name}[{i}]", LIMITS) for i, row in enumerate(rows)]
+            items += [wire.decode(row, f"{path.name}[{i}]", LIMITS) for i, row in enumerate(rows)]
             names += [f"{path.stem}-{i}" for i in range(len(rows))]
         elif kind == "text":
             items.append(path.read_text())

@@ -23,7 +23,7 @@ from dlforge._io import atomic_write_bytes, atomic_write_json
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from dlforge.explain.core import Explanation
+    from dlforge.explain.explanation import Explanation
 
 
 def picture(e: Explanation) -> tuple[str, bytes]:
@@ -132,7 +132,7 @@ def _image(e: Explanation) -> bytes:
 
 
 def _text(e: Explanation) -> str:
-    from dlforge.report.html import Section, render, table
+    from dlforge.pages import Section, render, table
 
     part, units = next(((p, u) for p, u in zip(e.parts, e.units, strict=True) if p.spans is not None),
                        (e.parts[0], e.units[0]))
@@ -227,6 +227,6 @@ def _png(fig: Figure) -> bytes:
 
 
 def _plt() -> Any:
-    from dlforge.report.plots import plt  # matplotlib with the Agg backend
+    from dlforge.plots import plt  # matplotlib with the Agg backend
 
     return plt

@@ -23,8 +23,7 @@ from torch import nn
 
 from dlforge.errors import DlforgeError
 from dlforge.predictor import Predictor
-from dlforge.tasks.base import ExplainTarget
-from dlforge.train.devices import to_device
+from dlforge.tasks.capabilities import Explainable, ExplainTarget
 
 
 @dataclass
@@ -92,8 +91,8 @@ class Subject:
         out = []
         with torch.no_grad():
             for i in range(0, len(items), chunk):
-                inputs = to_device(p.task.preprocess(list(items[i:i + chunk]), p.meta), p.device)
-                out.append(self.target.score(p.task.forward(p.graph, inputs, p.meta, **self.options)).float().cpu())
+                inputs = p.preprocess(list(items[i:i + chunk]))
+                out.append(self.target.score(p.forward(inputs, **self.options)).float().cpu())
         return torch.cat(out).numpy()
 
 
@@ -102,16 +101,16 @@ def resolve_target(predictor: Predictor, item: Any, target: str | None, box: int
     """The task's choice of what to explain for `item` (its prediction unless `target` / `box` say otherwise)."""
     p = predictor
     with torch.no_grad():
-        outputs = p.task.forward(p.graph, to_device(p.task.preprocess([item], p.meta), p.device), p.meta, **options)
-    return p.task.explain_target(outputs, p.meta, target, box, **options)
+        outputs = p.forward(p.preprocess([item]), **options)
+    return p.capability(Explainable).explain_target(outputs, p.meta, target, box, **options)
 
 
 def subject(predictor: Predictor, item: Any, target: ExplainTarget, options: dict[str, Any]) -> Subject:
     p = predictor
     if p.model is None:
         raise DlforgeError("explanations need the torch backend: gradients flow through the PyTorch model")
-    task, meta = p.task, p.meta
-    inputs = to_device(task.preprocess([item], meta), p.device)
+    task, meta = p.capability(Explainable), p.meta
+    inputs = p.preprocess([item])
     values = {name: inputs if name is None else inputs[name] for name in task.explained_inputs or (None,)}
     for name, value in values.items():
         if not torch.is_tensor(value):
@@ -130,7 +129,7 @@ def subject(predictor: Predictor, item: Any, target: ExplainTarget, options: dic
         given = dict(zip(floats, xs, strict=False))
         full = given[None] if None in given else {**_repeat(inputs, len(xs[0])), **given}
         with _replaced({layer: x for (layer, _), x in zip(layers, xs[len(floats):], strict=True)}):
-            return target.score(task.forward(p.graph, full, meta, **options)).float()
+            return target.score(p.forward(full, **options)).float()
 
     return Subject(p, target, parts, score, options)
 
@@ -173,7 +172,7 @@ def _embedding_calls(p: Predictor, inputs: Any) -> dict[nn.Module, tuple[torch.T
     hooks = [m.register_forward_hook(record) for m in p.model.modules() if isinstance(m, nn.Embedding)]
     try:
         with torch.no_grad():
-            p.task.forward(p.graph, inputs, p.meta)
+            p.forward(inputs)
     finally:
         for h in hooks:
             h.remove()
@@ -193,7 +192,7 @@ def _reads(read: torch.Tensor, ids: torch.Tensor) -> str | int | None:
 
 def _baseline_ids(p: Predictor, ids: torch.Tensor) -> torch.Tensor:
     """Tokens: padding, special tokens kept (Captum's reference for texts); other ids: 0 (unknown category)."""
-    tok = getattr(p.task, "tokenizer_", None)
+    tok = p.tokenizer
     if tok is None:
         return torch.zeros_like(ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -202,14 +201,14 @@ def _baseline_ids(p: Predictor, ids: torch.Tensor) -> torch.Tensor:
 
 
 def _tokens(p: Predictor, ids: torch.Tensor) -> list[str]:
-    tok = getattr(p.task, "tokenizer_", None)
+    tok = p.tokenizer
     return tok.convert_ids_to_tokens(ids[0].tolist()) if tok is not None else [str(i) for i in ids[0].tolist()]
 
 
 def _spans(p: Predictor, ids: torch.Tensor, item: Any) -> list[tuple[int, int]] | None:
     """Each token's characters in the text, from the tokenizer's offsets (a fast tokenizer); a token the model's
     input has in another place than the full text's tokenization (the end token after truncation) gets (0, 0)."""
-    tok = getattr(p.task, "tokenizer_", None)
+    tok = p.tokenizer
     text = item.get("text") if isinstance(item, dict) else item
     if tok is None or not getattr(tok, "is_fast", False) or not isinstance(text, str):
         return None

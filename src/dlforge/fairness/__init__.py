@@ -1,18 +1,19 @@
 """Fairness: audit a classifier's data and decisions across groups, and mitigate what the audit finds.
 
 - `audit_run(run, sensitive, ...)`: `dlforge audit` (see `dlforge.fairness.audit`).
-- `train.fairness.reweigh: [column]`: Kamiran-Calders sample weights at training (`dlforge.fairness.reweigh`).
+- `train.fairness.reweigh: [column]`: Kamiran-Calders sample weights at training (`dlforge.training.reweigh`).
 - `GroupThresholds`: fairlearn's ThresholdOptimizer kept in a run as JSON and applied by the Predictor
-  (`dlforge.fairness.thresholds`).
+  (`dlforge.tasks.thresholds`).
 
-Only the thresholds are imported with the package: the Predictor (and so the server) loads them with every run.
+Importing the package imports neither fairlearn nor sklearn.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dlforge.fairness.thresholds import GroupThresholds, fit_thresholds
+from dlforge.fairness.thresholds import fit_thresholds
+from dlforge.tasks.thresholds import GroupThresholds
 
 __all__ = ["GroupThresholds", "audit_run", "fit_thresholds"]
 

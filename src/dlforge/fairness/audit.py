@@ -1,6 +1,6 @@
 """`dlforge audit RUN --sensitive COL[,COL]`: a classifier's data and decisions compared across groups.
 
-1. The data the task evaluates on (`Task.audit_data`: the run's test split, or `--data`), with the group columns.
+1. The data the task evaluates on (`Auditable.audit_data`: the run's test split, or `--data`), with the group columns.
 2. The data audit per column: group sizes, base rates, missing values, proxies (`data_audit`).
 3. With `--mitigate threshold`: fairlearn's ThresholdOptimizer fitted on one half of the audited rows (stratified
    by group and label) and stored in the run (`fairness/thresholds.json`); the other half, which it never saw,
@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from dlforge._io import atomic_write_json
+from dlforge.data.groups import parse_columns, positive_class, sensitive_groups, small_groups
 from dlforge.errors import DlforgeError
 from dlforge.fairness.data_audit import group_table, proxies
-from dlforge.fairness.groups import parse_columns, positive_class, sensitive_groups, small_groups
 from dlforge.fairness.model_audit import CI, metric_frame, summary
 from dlforge.fairness.model_audit import audit_column as model_column
-from dlforge.fairness.thresholds import THRESHOLDS, GroupThresholds, draws, fit_thresholds
+from dlforge.fairness.thresholds import fit_thresholds
+from dlforge.tasks.thresholds import THRESHOLDS, GroupThresholds, draws
 
 log = logging.getLogger("dlforge")
 
@@ -39,13 +40,13 @@ def audit_run(run_dir: str | os.PathLike, sensitive: str | list[str], data: str 
     from dlforge.predictor import Predictor
     from dlforge.report.html import write_report
     from dlforge.run import Run
-    from dlforge.tasks.classification import ClassificationTask
+    from dlforge.tasks.capabilities import Auditable
 
     run = Run.open(run_dir)
     columns = parse_columns(sensitive)
     predictor = Predictor.from_run(run, device=device)
-    task, meta = predictor.task, predictor.meta
-    if not isinstance(task, ClassificationTask):
+    meta = predictor.meta
+    if not predictor.can(Auditable):
         raise DlforgeError(f"{meta['task']}: an audit compares a classifier's decisions across groups; this run does "
                            "not classify")
     if mitigate is not None and mitigate not in MITIGATIONS:
@@ -56,6 +57,7 @@ def audit_run(run_dir: str | os.PathLike, sensitive: str | list[str], data: str 
                            f"{', '.join(columns)}")
     classes = meta["classes"]
     k = positive_class(classes, positive)
+    task = predictor.capability(Auditable)
     items, targets, frame = task.audit_data(meta, data)
     groups = sensitive_groups(frame, columns, "--sensitive")
     notes, compared = _compared_groups(groups, min_group)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dlforge._io import atomic_write_text
-from dlforge.report.html import Section, figure, render, table
+from dlforge.pages import Section, figure, render, table
 
 PANELS = (("accuracy", "accuracy"), ("selection_rate", "selection rate"), ("true_positive_rate", "TPR"),
           ("false_positive_rate", "FPR"), ("mean_probability", "mean P(positive)"))
@@ -33,7 +33,7 @@ def write_html(result: dict[str, Any], folder: Path) -> Path:
 
 def group_bars(model: dict[str, Any], column: str, path: Path) -> Path:
     """One panel per metric: a horizontal bar per group, the interval as a whisker, the overall value dashed."""
-    from dlforge.report import plots  # matplotlib with the Agg backend
+    from dlforge import plots  # matplotlib with the Agg backend
 
     groups = list(model["by_group"])
     fig, axes = plots.plt.subplots(1, len(PANELS), figsize=(3.2 * len(PANELS), 0.45 * len(groups) + 1.4),
@@ -102,7 +102,7 @@ def _data_tables(result: dict[str, Any], column: str) -> str:
 
 
 def _mitigation(m: dict[str, Any], folder: Path) -> str:
-    from dlforge.report import plots
+    from dlforge import plots
 
     groups = list(m["rows"][0]["selection_rate"])
     fig, ax = plots.plt.subplots(figsize=(6, 0.5 * len(groups) + 1.5))

@@ -16,9 +16,8 @@ from typing import Any
 
 from dlforge._io import atomic_write_json, atomic_write_text
 from dlforge.errors import DlforgeError
-from dlforge.registry import Registry
+from dlforge.registry import LABS
 
-LABS: Registry = Registry("lab")
 log = logging.getLogger("dlforge")
 
 

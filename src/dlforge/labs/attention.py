@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlforge.errors import DlforgeError
-from dlforge.labs import LABS
 from dlforge.models.transformer import MultiHeadSelfAttention, scaled_dot_product_attention
+from dlforge.registry import LABS
 
 log = logging.getLogger("dlforge")
 
@@ -63,7 +63,7 @@ def attention(out: Path, quick: bool = False, seed: int = 0, run: str | Path | N
         raise DlforgeError("attention lab: sentence must be a non-empty string")
     predictor, model_info = _model(out, quick, seed, run)
     net = predictor.model.net.cpu().eval()
-    tokenizer = predictor.task.tokenizer_
+    tokenizer = predictor.tokenizer
     max_length = predictor.meta["preprocessing"]["max_length"]
     layers = _layers(net)
     config = {"seed": seed, "sentence": sentence, "padded_with": SHORT_SENTENCE, "max_length": max_length,
@@ -108,8 +108,8 @@ def attention(out: Path, quick: bool = False, seed: int = 0, run: str | Path | N
 
 def _model(out: Path, quick: bool, seed: int, run: str | Path | None) -> tuple[Any, dict[str, Any]]:
     """(The Predictor of the run, what it is). Without `run`, fine-tune hf:default into out/run first."""
-    import dlforge
     from dlforge.models.hf import HFModel
+    from dlforge.predictor import Predictor
 
     trained_here = run is None
     if trained_here:
@@ -118,7 +118,7 @@ def _model(out: Path, quick: bool, seed: int, run: str | Path | None) -> tuple[A
     if not path.is_dir():
         raise DlforgeError(f"attention lab: run={str(run)!r}: no such run directory; give a finished "
                            "text_classification run with an hf: model, or leave run out to fine-tune hf:default here")
-    predictor = dlforge.load(path)  # a folder that is no finished run raises a RunError
+    predictor = Predictor.from_run(path)  # a folder that is no finished run raises a RunError
     meta = predictor.meta
     if meta.get("task") != "text_classification" or not isinstance(predictor.model, HFModel):
         raise DlforgeError(f"attention lab: run={str(run)!r} is a {meta.get('task')} run with model "
@@ -140,7 +140,7 @@ def _model(out: Path, quick: bool, seed: int, run: str | Path | None) -> tuple[A
 def _fine_tune(out: Path, quick: bool, seed: int) -> Path:
     """Fine-tune hf:default on Rotten Tomatoes for 1 epoch (quick: a CSV of QUICK_SENTENCES of them, cut
     to QUICK_MAX_LENGTH tokens, word embeddings frozen)."""
-    import dlforge
+    from dlforge.pipeline import train
     from dlforge.spec import validate_spec
 
     source = "builtin:rotten_tomatoes"
@@ -157,7 +157,7 @@ def _fine_tune(out: Path, quick: bool, seed: int) -> Path:
                       "optimizer": {"name": "adamw", "lr": 1e-4 if quick else 5e-5, "weight_decay": 0.01},
                       "monitor": {"metric": "val/accuracy"}, "seed": seed}}
     log.info("attention: fine-tuning hf:default on %s (1 epoch) into %s", source, out / "run")
-    return dlforge.train(validate_spec(spec), runs_dir=out / "run", progress=False).path
+    return train(validate_spec(spec), runs_dir=out / "run", progress=False).path
 
 
 def _quick_subset(path: Path, n: int, seed: int) -> Path:
@@ -365,7 +365,7 @@ def _tick_size(T: int) -> float:
 def _plot_grid(maps: np.ndarray, tokens: list[str], heads: list[dict[str, Any]], path: Path) -> None:
     """Every layer (rows) × head (columns) as one mosaic image on one Axes (72 separate Axes take 10 s to
     draw); each panel's query tokens label it on the left, its key tokens at the bottom."""
-    from dlforge.report.plots import plt, save
+    from dlforge.plots import plt, save
 
     L, H, T, _ = maps.shape
     gap_rows, gap_cols = 2, 1  # room above each panel for its title, and between panels
@@ -396,7 +396,7 @@ def _plot_grid(maps: np.ndarray, tokens: list[str], heads: list[dict[str, Any]],
 
 
 def _plot_last_layer(maps: np.ndarray, tokens: list[str], path: Path) -> None:
-    from dlforge.report.plots import plt, save
+    from dlforge.plots import plt, save
 
     L, H, T, _ = maps.shape
     mean = maps[-1].mean(0)  # (T, T)
@@ -418,7 +418,7 @@ def _plot_last_layer(maps: np.ndarray, tokens: list[str], path: Path) -> None:
 
 
 def _plot_entropy(heads: list[dict[str, Any]], shape: tuple[int, int], T: int, path: Path) -> None:
-    from dlforge.report.plots import plt, save
+    from dlforge.plots import plt, save
 
     L, H = shape
     entropy = np.array([h["entropy"] for h in heads]).reshape(L, H)

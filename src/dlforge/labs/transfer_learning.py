@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import DlforgeError
-from dlforge.labs import LABS
+from dlforge.registry import LABS
 
 log = logging.getLogger("dlforge")
 
@@ -240,7 +240,8 @@ def _experiment(config: dict[str, Any], out: Path) -> tuple[dict[str, Any], str]
 def _transformer(method: str, n: int, csv: Path, fraction: float, split_seed: int, config: dict[str, Any],
                  test_texts: list[str], test_labels: list[str], runs_dir: Path) -> dict[str, Any]:
     """Train `hf:default` (pretrained or random init) on the CSV through `dlforge.train`; score it on the test texts."""
-    import dlforge
+    from dlforge.pipeline import train
+    from dlforge.predictor import Predictor
     from dlforge.spec import validate_spec
 
     steps_per_epoch = math.ceil(n / config["batch_size"])
@@ -256,14 +257,14 @@ def _transformer(method: str, n: int, csv: Path, fraction: float, split_seed: in
                       "monitor": {"metric": "val/accuracy", "mode": "max"}}}
     log.info("transfer-learning: n=%d, %s: %d epochs of %d steps, lr %g", n, method, epochs, steps_per_epoch,
              config["lr"][method])
-    run = dlforge.train(validate_spec(spec), runs_dir=runs_dir, progress=False)
+    run = train(validate_spec(spec), runs_dir=runs_dir, progress=False)
     try:
         meta = run.read_meta()
         expected = {"train": n, "val": config["val_size"], "test": 0}
         if meta["sizes"] != expected:  # the layout did not give the intended rows: never score such a run
             raise DlforgeError(f"transfer-learning: run {run.path} split its data as {meta['sizes']}, not {expected}")
         history = run.read_metrics()
-        predictor = dlforge.load(run.path)
+        predictor = Predictor.from_run(run.path)
         started = time.perf_counter()
         predicted = [p["label"] for p in predictor.predict(test_texts)]
         result = {"n": n, "method": method, **scores(test_labels, predicted),
@@ -319,7 +320,7 @@ def _headline(rows: list[dict[str, Any]], sizes: list[int], pool: int) -> dict[s
 
 
 def _plot(rows: list[dict[str, Any]], sizes: list[int], pool: int, majority: float, path: Path) -> None:
-    from dlforge.report.plots import plt, save
+    from dlforge.plots import plt, save
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, (method, name) in enumerate(METHODS.items()):

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlforge.labs import LABS
 from dlforge.models.recurrent import CELLS
+from dlforge.registry import LABS
 from dlforge.tasks.base import Task
 
 log = logging.getLogger("dlforge")
@@ -117,8 +117,8 @@ def train(cell: str, length: int, config: dict[str, Any], seed: int) -> tuple[Re
     from torch.utils.data import TensorDataset
 
     from dlforge.spec import MonitorSpec, OptimizerSpec, TrainSpec
-    from dlforge.train.callbacks import GradientFlow
-    from dlforge.train.trainer import Trainer
+    from dlforge.training.callbacks import GradientFlow
+    from dlforge.training.trainer import Trainer
 
     g = torch.Generator().manual_seed(seed * 1000 + length)  # the same data for every cell
     train_set = TensorDataset(*adding_problem(config["train_size"], length, g))
@@ -233,7 +233,7 @@ def _headline(runs: list[dict[str, Any]], ratios: dict[str, dict[str, float]]) -
 
 
 def _plot_gradients(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
-    from dlforge.report.plots import plt, save
+    from dlforge.plots import plt, save
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, (cell, curve) in enumerate(curves.items()):
@@ -250,7 +250,7 @@ def _plot_gradients(curves: dict[str, dict[str, list[float]]], path: Path) -> No
 
 
 def _plot_training(runs: list[dict[str, Any]], config: dict[str, Any], path: Path) -> None:
-    from dlforge.report.plots import plt, save
+    from dlforge.plots import plt, save
 
     cells = [c for c in config["cells"] if any(r["cell"] == c for r in runs)]
     lengths = config["lengths"]

@@ -1,1 +1,2 @@
-"""Drift monitoring: the reference profile a run keeps, and the tests that compare new data with it."""
+"""`dlforge monitor`: compare new data or a server's request log with a run's reference profile (`dlforge.drift`),
+and write the drift report."""

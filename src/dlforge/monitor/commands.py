@@ -13,10 +13,11 @@ from typing import Any
 import pandas as pd
 
 from dlforge._io import atomic_write_json, atomic_write_text
+from dlforge.drift.profile import compare, read_profile
 from dlforge.errors import DlforgeError, InputError
-from dlforge.monitor.profile import compare, read_profile
 from dlforge.predictor import Predictor
 from dlforge.run import Run
+from dlforge.tasks.capabilities import Profiled
 
 SINCE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
@@ -31,16 +32,16 @@ def parse_since(text: str) -> float:
 
 def logged_items(predictor: Predictor, path: str | Path, since: str | None = None) -> list[Any]:
     """The inputs a server logged (`serve.request_log`), decoded as the server decoded them."""
-    from dlforge.serve.request_log import read_log
+    from dlforge.request_log import read_log
 
     if not Path(path).exists():
         raise DlforgeError(f"{path}: no such request log")
     rows = read_log(path, since=time.time() - parse_since(since) if since else None)
-    limits = predictor.task.spec.serve.limits
+    limits = predictor.spec.serve.limits
     items = []
     for row in rows:
         try:
-            items.append(predictor.task.wire.decode(row["input"], f"{path} row {row['id']}", limits))
+            items.append(predictor.wire.decode(row["input"], f"{path} row {row['id']}", limits))
         except InputError:
             continue  # the server answered it with a 4xx too
     return items
@@ -55,9 +56,9 @@ def monitor_run(run_dir: str | Path, data: str | None = None, from_log: str | Pa
     run = Run.open(run_dir)
     profile, reference = read_profile(run.path)
     predictor = Predictor.from_run(run)
-    items = list(predictor.task.evaluation_data(predictor.meta, data)[0]) if data else \
-        logged_items(predictor, from_log, since)
-    items = predictor.task.profile_items(items, predictor.meta)
+    profiled = predictor.capability(Profiled)
+    items = list(predictor.evaluation_data(data)[0]) if data else logged_items(predictor, from_log, since)
+    items = profiled.profile_items(items, predictor.meta)
     if len(items) < 10:
         raise DlforgeError(f"{data or from_log}: {len(items)} items to compare; drift needs at least 10")
     result, current = compare(predictor, profile, reference, items)
@@ -72,21 +73,19 @@ def monitor_run(run_dir: str | Path, data: str | None = None, from_log: str | Pa
 def profile_run(run_dir: str | Path, data: str | None = None) -> Path:
     """Write (or rewrite) a run's reference profile from `data`, or from its test split: for runs trained before
     profiles existed, or to profile another reference set."""
-    from dlforge.monitor.profile import build_profile, write_profile
+    from dlforge.drift.profile import build_profile, write_profile
 
     run = Run.open(run_dir)
     predictor = Predictor.from_run(run)
-    if not predictor.task.profiled:
-        raise DlforgeError(f"{predictor.meta['task']} runs have no reference profile")
-    items = predictor.task.profile_items(predictor.task.evaluation_data(predictor.meta, data)[0], predictor.meta)
+    items = predictor.capability(Profiled).profile_items(predictor.evaluation_data(data)[0], predictor.meta)
     metrics = (run.read_eval() or {}).get("metrics", {}) if data is None else {}
     return write_profile(run.path, *build_profile(predictor, items, metrics=metrics))
 
 
 def write_drift_report(result: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame, folder: Path
                        ) -> Path:
-    from dlforge.report import plots
-    from dlforge.report.html import Section, figure, render, table
+    from dlforge import plots
+    from dlforge.pages import Section, figure, render, table
 
     inputs, emb, pictures = result["inputs"], result["embeddings"], folder / "plots"
     summary = [

@@ -43,10 +43,10 @@ from starlette.exceptions import HTTPException
 
 from dlforge.errors import DlforgeError, InputError
 from dlforge.predictor import Predictor
+from dlforge.request_log import RequestLog
 from dlforge.serve.batching import Batcher
 from dlforge.serve.drift_window import DriftWindow
 from dlforge.serve.metrics import ServerMetrics
-from dlforge.serve.request_log import RequestLog
 from dlforge.spec import ServeSpec
 
 log = logging.getLogger("dlforge")
@@ -121,7 +121,7 @@ class Served:
 
     @property
     def wire(self) -> Any:
-        return self.predictor.task.wire
+        return self.predictor.wire
 
     def decode(self, instances: list[Any], prefix: str = "instances") -> list[Any]:
         limit = self.settings.limits.max_batch
@@ -130,7 +130,7 @@ class Served:
         return [self.wire.decode(v, f"{prefix}[{i}]", self.settings.limits) for i, v in enumerate(instances)]
 
     def check_options(self, parameters: dict[str, Any], prefix: str = "parameters") -> None:
-        allowed = self.predictor.task.prediction_options
+        allowed = self.predictor.prediction_options
         for name in parameters:
             if name not in allowed:
                 raise InputError(f"{prefix}.{name}", f"unknown option; this model takes {', '.join(allowed) or 'none'}")
@@ -174,7 +174,7 @@ class Served:
             p = self.predictor
 
             def plain(batch: list[Any]) -> list[dict[str, Any]]:
-                return p.task.postprocess(p.outputs(batch), p.meta)
+                return p.postprocess(p.outputs(batch))
 
             predictions = await asyncio.get_running_loop().run_in_executor(self.batcher.executor, plain, items)
         except Exception as e:  # the server still serves
@@ -206,6 +206,10 @@ def load_served(run: str | os.PathLike, backend: str = "torch", device: str = "c
         except ValidationError as e:
             err = e.errors()[0]
             raise DlforgeError(f"--set serve.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    if backend == "onnx":
+        from dlforge.export import ensure_onnx
+
+        ensure_onnx(run)
     kwargs = {"backend": backend} if backend != "torch" else {}
     predictor = Predictor.from_run(run, device=device, **kwargs)
     digest = run.weights_digest()[:12]
@@ -302,7 +306,7 @@ def _routes(app: FastAPI, served: Served) -> None:
         return {"name": s.name, "version": s.version, "task": meta["task"], "model": meta.get("model"),
                 "classes": meta.get("classes"), "backend": s.backend,
                 "input": {"kind": s.wire.kind, "schema": s.wire.schema(meta), "example": example},
-                "parameters": {name: meta.get("predict", {}).get(name) for name in s.predictor.task.prediction_options},
+                "parameters": {name: meta.get("predict", {}).get(name) for name in s.predictor.prediction_options},
                 "metrics": s.eval.get("headline") or s.eval.get("metrics"),
                 "batching": s.settings.batching.model_dump(), "limits": s.settings.limits.model_dump(),
                 "dlforge": DLFORGE_VERSION}
@@ -579,7 +583,7 @@ async def _reply(send: Any, status: int, error: str, headers: list[tuple[bytes, 
 
 def _predict_body_schema(s: Served) -> dict[str, Any]:
     instance = s.wire.schema(s.predictor.meta)
-    options = {name: {} for name in s.predictor.task.prediction_options}
+    options = {name: {} for name in s.predictor.prediction_options}
     json_body = {"type": "object", "required": ["instances"], "additionalProperties": False, "properties": {
         "instances": {"type": "array", "minItems": 1, "maxItems": s.settings.limits.max_batch, "items": instance},
         "parameters": {"type": "object", "properties": options, "additionalProperties": False}}}

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 
-from dlforge.monitor.profile import compare_tables, features, read_profile
+from dlforge.drift.profile import compare_tables, features, read_profile
 from dlforge.spec import DriftWindowSpec
+from dlforge.tasks.capabilities import Profiled
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -57,7 +58,7 @@ class DriftWindow:
             self.checked_at = seen
 
     async def check(self, executor: Executor) -> dict[str, Any]:
-        items = self.predictor.task.profile_items(list(self.items), self.predictor.meta)
+        items = self.predictor.capability(Profiled).profile_items(list(self.items), self.predictor.meta)
         loop = asyncio.get_running_loop()
         current = await loop.run_in_executor(executor, features, self.predictor, items, self.profile["pca"])
         self.last = await run_in_threadpool(compare_tables, self.profile, self.reference, current)

@@ -1,17 +1,19 @@
 """The Task interface: everything one problem type knows, and nothing about loops or devices.
 
-A task builds its data and model from the spec, defines its loss, step and metrics, turns raw
-input into tensors (`preprocess`) and outputs into JSON-able predictions (`postprocess`),
-evaluates a Predictor and contributes report sections. The Trainer, Predictor, evaluation and
-report call only these methods, so adding a task is adding one file.
+The core every task has: it builds its data and model from the spec, defines its loss, step and
+metrics, turns raw input into tensors (`preprocess`) and outputs into JSON-able predictions
+(`postprocess`), and evaluates a Predictor. The Trainer, Predictor and evaluation call only these.
+What else a task can do (export, explanation, drift profile, fairness audit, pictures, report
+sections) it declares by inheriting capabilities (`dlforge.tasks.capabilities`). Adding a task
+is adding one file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import torch
 from pydantic import ValidationError
@@ -20,16 +22,13 @@ from torch.utils.data import Dataset
 
 from dlforge.errors import DlforgeError
 from dlforge.spec import SpecBase, StrictModel
+from dlforge.tasks.capabilities import Capability, ExplainTarget  # noqa: F401  (ExplainTarget: re-exported)
 
 S = TypeVar("S", bound=StrictModel)
 
 if TYPE_CHECKING:
-    import pandas as pd
     from torchmetrics import MetricCollection
 
-    from dlforge.predictor import Predictor
-    from dlforge.report.html import Section
-    from dlforge.run import Run
     from dlforge.wire import Wire
 
 
@@ -48,13 +47,18 @@ class Prepared:
     train_columns: tuple[Any, Any] | None = None
 
 
-@dataclass
-class ExplainTarget:
-    """What an explanation attributes (`dlforge.explain`): `score` maps `Task.forward`'s outputs for a batch to one
-    differentiable number per item, (B,); `about` says what that number is, JSON-able (a class, a box, a quantile)."""
+class Inference(Protocol):
+    """What `Task.evaluate` uses of the Predictor (`dlforge.predictor`, a layer above the tasks, which satisfies
+    this): the run's metadata, its model where it runs in torch, and batched inference."""
 
-    about: dict[str, Any]
-    score: Callable[[Any], torch.Tensor]
+    meta: dict[str, Any]
+    model: nn.Module | None
+    device: torch.device
+    batch_size: int
+
+    def outputs(self, items: Iterable[Any], **options: Any) -> torch.Tensor | list[Any]: ...
+
+    def predict(self, items: Sequence[Any], **options: Any) -> list[dict[str, Any]]: ...
 
 
 class Task:
@@ -63,19 +67,21 @@ class Task:
     # Keyword options of a prediction (thresholds, horizon, generation length): `forward` and `postprocess`
     # both receive them and each uses its own.
     prediction_options: ClassVar[tuple[str, ...]] = ()
-    # The exported graph's outputs, and the axes of its inputs that vary besides the batch (axis 0, always
-    # dynamic), e.g. {"input_ids": {1: "tokens"}}.
-    graph_outputs: ClassVar[tuple[str, ...]] = ("output",)
-    dynamic_axes: ClassVar[dict[str, dict[int, str]]] = {}
-    export_hint: ClassVar[str] = ""  # when a model does not export: which ones do, or what to do instead
     # How one JSON instance becomes a raw item (images, texts, series): the server decodes with it.
     wire: ClassVar[Wire]
-    # Whether training writes a reference profile for drift monitoring (the wire's input statistics, the model's
-    # embeddings, its predictions) of `profile_items(test items)`.
-    profiled: ClassVar[bool] = True
+    # Capabilities (`dlforge.tasks.capabilities`) this task declines although its base class offers them: the reason,
+    # which completes "<task> models cannot be <action>: ...".
+    declined: ClassVar[dict[type[Capability], str]] = {}
 
     def __init__(self, spec: SpecBase) -> None:
         self.spec = spec
+
+    @classmethod
+    def example_spec(cls, folder: Path) -> dict[str, Any]:
+        """A small spec of this task (a dict, as a YAML file reads) that trains for one epoch in seconds on built-in
+        data or on data it writes under `folder`, with nothing downloaded: what the contract test over every task
+        (tests/test_task_contract.py) trains, and a starting point for users. Every task defines it."""
+        raise NotImplementedError(f"{cls.__name__} has no example_spec: every task must define one")
 
     # ------------------------------------------------------------ training
     def prepare(self) -> Prepared:
@@ -121,11 +127,6 @@ class Task:
         model."""
         return model
 
-    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
-        """A batch of the graph's inputs, in the order its `forward` takes them and named as the exported file's
-        inputs, made by `preprocess` from synthetic raw items: what export traces with and checks against."""
-        raise DlforgeError(f"{meta['task']} models cannot be exported")
-
     def forward(self, graph: nn.Module, inputs: Any, meta: dict[str, Any], **options: Any
                 ) -> torch.Tensor | list[Any]:
         """Inference on one preprocessed batch through `graph` (the torch graph, or an exported stand-in that
@@ -136,57 +137,14 @@ class Task:
         """Outputs -> one JSON-able prediction per item; `options` are named in `prediction_options`."""
         raise NotImplementedError
 
-    def annotate(self, item: Any, prediction: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-        """Pictures of one prediction: {suffix: uint8 (H, W, 3) array or PIL image}, for `--save-images`."""
-        raise DlforgeError(f"{type(self).__name__} cannot draw its predictions")
-
-    def input_statistics(self, items: Sequence[Any], meta: dict[str, Any]) -> pd.DataFrame:
-        """Per-item input statistics for drift monitoring: the wire's, by default."""
-        return self.wire.statistics(list(items), meta)
-
-    def profile_items(self, items: Sequence[Any], meta: dict[str, Any]) -> Sequence[Any]:
-        """The items a drift profile describes, made from evaluation or logged items: by default the items."""
-        return items
-
     # ------------------------------------------------------------ evaluation and report
     def evaluation_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any]:
         """(items, targets): the run's own test split, or all of `source`."""
         raise NotImplementedError
 
-    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
+    def evaluate(self, predictor: Inference, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
         """Metrics as a JSON-able dict (with a `headline` entry); figures written under `plots`."""
         raise NotImplementedError
-
-    def report_sections(self, run: Run) -> list[Section]:
-        return []
-
-    # ------------------------------------------------------------ explanation (dlforge.explain)
-    # The entries of `preprocess`'s dict that explanations attribute to (float tensors directly, integer ids through
-    # the model's embedding layer); empty: `preprocess` returns one tensor, attributed whole.
-    explained_inputs: ClassVar[tuple[str, ...]] = ()
-    explain_method: ClassVar[str | None] = None  # the default method; None: the first its input kind offers
-
-    def explain_target(self, outputs: Any, meta: dict[str, Any], target: str | None = None, box: int | None = None,
-                       **options: Any) -> ExplainTarget:
-        """The score to explain, chosen from one item's `forward` outputs: for `target` (a class, a quantile; None:
-        what the model predicts) and `box` (one detected object); `options` are prediction options."""
-        raise DlforgeError(f"{meta['task']} models cannot be explained")
-
-    def feature_names(self, meta: dict[str, Any]) -> dict[str, list[str]]:
-        """Names along the last axis of each explained input (covariates, columns), for pictures and JSON."""
-        return {}
-
-    # ------------------------------------------------------------ fairness audit (dlforge.fairness)
-    def audit_data(self, meta: dict[str, Any], source: str | None = None) -> tuple[Sequence[Any], Any, Any]:
-        """(items, targets, columns): `evaluation_data(meta, source)` and, aligned with its items, the columns the data
-        carries (a pandas DataFrame, e.g. the groups an audit compares), or None. By default the items' own keys where
-        the items are dicts (table rows); tasks whose items are not (texts) read the columns beside them."""
-        import pandas as pd
-
-        items, targets = self.evaluation_data(meta, source)
-        if len(items) and all(isinstance(item, dict) for item in items):
-            return items, targets, pd.DataFrame.from_records(list(items))
-        return items, targets, None
 
 
 def prediction_settings(spec: type[S], meta: dict[str, Any], options: dict[str, Any]) -> S:

@@ -12,21 +12,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dlforge.devices import to_device
 from dlforge.errors import DlforgeError
-from dlforge.report.html import Section, figure, table
-from dlforge.tasks.base import ExplainTarget, Task
-from dlforge.train.devices import to_device
+from dlforge.pages import Section, figure, table
+from dlforge.tasks.base import Task
+from dlforge.tasks.capabilities import Auditable, Explainable, ExplainTarget, Exportable, Profiled, Reported
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
 
-    from dlforge.predictor import Predictor
     from dlforge.run import Run
+    from dlforge.tasks.base import Inference
 
 CALIBRATION_BINS = 15
 
 
-class ClassificationTask(Task):
+class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Reported):
     default_monitor = "val/accuracy"
     graph_outputs = ("logits",)  # (B, K)
 
@@ -91,10 +92,10 @@ class ClassificationTask(Task):
         return ExplainTarget({"class": classes[k], "score": "log-odds"},
                              lambda out: out[:, k].float() - out[:, others].float().logsumexp(dim=1))
 
-    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+    def evaluate(self, predictor: Inference, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
         classes = predictor.meta["classes"]
         probs = self.probabilities(predictor.outputs(items), predictor.meta)  # (N, K)
-        from dlforge.report import plots  # matplotlib: only when drawing
+        from dlforge import plots  # matplotlib: only when drawing
 
         result = classification_metrics(probs, torch.as_tensor(targets), classes)
         plots_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from dlforge.data.split import stratified_split
 from dlforge.models.pretrained import load_pretrained
 from dlforge.spec import LIBRARY, ModelSpec, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Task
+from dlforge.tasks.capabilities import Annotated, Exportable, Profiled, Reported
 
 
 class DenseDataSpec(StrictModel):
@@ -33,7 +34,7 @@ class DenseDataSpec(StrictModel):
     _source = field_validator("source")(resolve_path)
 
 
-class DenseTask(Task):
+class DenseTask(Task, Exportable, Profiled, Annotated, Reported):
     model_spec: ClassVar[type[ModelSpec]]
 
     def read(self, source: str | None = None, classes: list[str] | None = None) -> Any:

@@ -24,17 +24,18 @@ from dlforge.data.series import MissingPolicy, SeriesSet, read_series
 from dlforge.data.windows import SeriesArrays, WindowDataset, cut, feature_sizes, fit_encoding, series_stats
 from dlforge.errors import DataError, DlforgeError
 from dlforge.models import recurrent  # noqa: F401  (registers the forecasters before the spec's default)
+from dlforge.pages import Section, figure, table
 from dlforge.registry import FORECASTERS, TASKS
-from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase, StrictModel, resolve_path
-from dlforge.tasks.base import ExplainTarget, Prepared, Task
+from dlforge.tasks.base import Prepared, Task
+from dlforge.tasks.capabilities import Explainable, ExplainTarget, Exportable, ForecastsAhead, Profiled, Reported
 from dlforge.wire import SeriesWire
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
 
-    from dlforge.predictor import Predictor
     from dlforge.run import Run
+    from dlforge.tasks.base import Inference
 
 BASELINE_NAMES = ("naive", "seasonal_naive", "ets", "arima")
 
@@ -120,13 +121,27 @@ def quantile_name(q: float) -> str:
 
 
 @TASKS.register("forecasting")
-class Forecasting(Task):
+class Forecasting(Task, Exportable, Explainable, Profiled, Reported, ForecastsAhead):
     wire = SeriesWire()
     spec_class = ForecastingSpec
     default_monitor = "val/loss"
     prediction_options = ("horizon",)
     graph_outputs = ("quantiles",)  # (B, H, Q) in scaled units, before sorting and calibration
     explained_inputs = ("past", "future")  # (B, L, P), (B, H, F): see `feature_names`
+
+    @classmethod
+    def example_spec(cls, folder: Path) -> dict[str, Any]:
+        """Ten years of monthly sales of two series (folder/sales.csv, with a past, a known-future and a static
+        covariate), forecast 6 months ahead by a small LSTM and backtested against the naive baselines."""
+        from dlforge.data.examples import monthly_sales, write_csv
+
+        source = write_csv(Path(folder) / "sales.csv", monthly_sales())
+        return {"name": "sales-example", "task": "forecasting",
+                "data": {"source": str(source), "target": "sales", "past": ["temp"], "known_future": ["promo"],
+                         "static": ["region"], "lookback": 24, "horizon": 6, "val_steps": 12},
+                "model": {"name": "direct", "cell": "lstm", "kwargs": {"hidden": 16, "layers": 1, "dropout": 0.0}},
+                "backtest": {"folds": 2, "baselines": ["naive", "seasonal_naive"]},
+                "train": {"epochs": 1, "batch_size": 16, "optimizer": {"lr": 3e-3}, "seed": 0}}
 
     # ------------------------------------------------------------ data
     def read(self, source: str | None = None) -> SeriesSet:
@@ -135,6 +150,13 @@ class Forecasting(Task):
                            known_future=d.known_future, past=d.past, static=d.static, missing=d.missing,
                            freq=d.freq)
 
+
+    def future_items(self, meta: dict[str, Any], data: str | None = None, future: str | None = None
+                     ) -> list[SeriesInput]:
+        series = self.read(data)
+        ahead = _future_covariates(future, self.spec.data) if future else {}
+        return [SeriesInput(sid, frame, ahead.get(sid, ahead.get("")), series.static[sid])
+                for sid, frame in series.frames.items()]
     def cuts(self, data: SeriesSet, source: str | None = None) -> dict[str, Any]:
         """Each series' split points; new data (`source`) needs only its backtest folds."""
         d, b = self.spec.data, self.spec.backtest
@@ -318,41 +340,13 @@ class Forecasting(Task):
                 "future": [*enc["known_future"], *calendar, *static, *lag]}
 
     # ------------------------------------------------------------ evaluation and report
-    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
-        from dlforge._progress import progress
-        from dlforge.forecast.baselines import baseline_forecasts
-        from dlforge.forecast.metrics import forecast_scores
-        from dlforge.report import plots
+    def evaluate(self, predictor: Inference, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+        from dlforge.forecast.backtest import backtest
 
         meta = predictor.meta
-        enc, qs = meta["encoding"], meta["quantiles"]
-        interval = (qs[0], qs[-1])
-        names = list(self.spec.backtest.baselines)
-        method = f"{meta['model']} ({meta['cell']})"
-        forecasts = predictor.outputs(items)
-        cases = []  # one per (series, fold): each method's scores and quantiles
-        for item, truth, out in progress(zip(items, targets, forecasts, strict=True), len(items), "backtest",
-                                         min_total=20):
-            history = item.history[enc["target"]].to_numpy(np.float64)
-            quantiles = {method: out["quantiles"].numpy()}
-            quantiles |= baseline_forecasts(history, len(truth), enc["season"], qs, names=names)
-            scores = {m: forecast_scores(np.asarray(truth, np.float64), q, qs, history, enc["season"], interval)
-                      for m, q in quantiles.items() if q is not None}
-            cases.append({"series_id": item.series_id, "last": item.history.index[-1], "scores": scores,
-                          "quantiles": quantiles, "truth": np.asarray(truth, np.float64)})
-        methods = [method, *names]
-        comparison = {m: _mean_scores([c["scores"][m] for c in cases if m in c["scores"]]) for m in methods}
-        series = list(dict.fromkeys(c["series_id"] for c in cases))  # in order of first appearance
-        per_series = {sid: {m: _mean_scores([c["scores"][m] for c in cases if c["series_id"] == sid
-                                             and m in c["scores"]]) for m in methods} for sid in series}
-        fitted = {m: sum(m in c["scores"] for c in cases) for m in methods}
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        panels = _backtest_panels(items, cases, series[:8], enc, method, qs.index(0.5))
-        plots.backtest(panels, method, plots_dir / "backtest.png")
-        return {"n": len(cases), "folds": self.spec.backtest.folds, "horizon": enc["horizon"],
-                "interval": list(interval), "model": method, "metrics": comparison[method],
-                "comparison": comparison, "fitted": fitted, "per_series": per_series,
-                "headline": {"name": "mase", "value": comparison[method]["mase"]}}
+        return backtest(items, targets, predictor.outputs(items), meta["encoding"], meta["quantiles"],
+                        f"{meta['model']} ({meta['cell']})", list(self.spec.backtest.baselines),
+                        self.spec.backtest.folds, plots_dir)
 
     def report_sections(self, run: Run) -> list[Section]:
         ev = run.read_eval()
@@ -458,25 +452,18 @@ def _with_future(x: SeriesInput, enc: dict[str, Any]) -> pd.DataFrame:
     return pd.concat([x.history.iloc[-enc["lookback"]:], future])
 
 
-def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
-    if not scores:
-        return {}
-    return {k: float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
-
-
-def _backtest_panels(items: Sequence[SeriesInput], cases: list[dict], series: list[str], enc: dict[str, Any],
-                     method: str, median: int) -> list[dict[str, Any]]:
-    """What `plots.backtest` draws per series: recent history, then each fold's truth and forecasts."""
-    panels = []
-    for sid in series:
-        folds = [c for c in cases if c["series_id"] == sid]
-        history = next(x.history for x in reversed(items) if x.series_id == sid)[enc["target"]]
-        span = sum(len(c["truth"]) for c in folds)
-        first = history.index.get_loc(folds[0]["last"]) + 1
-        recent = history.iloc[max(0, first - 3 * span):first]
-        panels.append({"title": sid, "median": median, "history": recent, "folds": [
-            {"index": pd.date_range(c["last"], periods=len(c["truth"]) + 1, freq=enc["freq"])[1:],
-             "truth": c["truth"], "quantiles": c["quantiles"][method],
-             "baselines": {m: c["quantiles"][m][:, median] for m in ("seasonal_naive", "ets")
-                           if c["quantiles"].get(m) is not None}} for c in folds]})
-    return panels
+def _future_covariates(path: str, d: Any) -> dict[str, pd.DataFrame]:
+    """series_id -> the known-future covariates of the steps ahead, indexed by timestamp."""
+    p = Path(path)
+    try:
+        table = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    except Exception as e:  # pandas raises many types for a bad file
+        raise DataError(f"{p}: cannot read the future covariates: {e}") from None
+    needed = [d.timestamp, *d.known_future] + ([d.series_id] if d.series_id in table.columns else [])
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise DataError(f"{p}: no column {missing[0]!r}; columns: {', '.join(map(str, table.columns))}")
+    table[d.timestamp] = pd.to_datetime(table[d.timestamp])
+    if d.series_id not in table.columns:
+        return {"": table.set_index(d.timestamp)}
+    return {str(sid): rows.set_index(d.timestamp) for sid, rows in table.groupby(d.series_id)}

@@ -87,6 +87,14 @@ class ImageClassification(ClassificationTask):
     spec_class = ImageClassificationSpec
     wire = ImageWire()
 
+    @classmethod
+    def example_spec(cls, folder: Path) -> dict[str, Any]:
+        """The digits (8 x 8, built in) and a narrow resnet_small."""
+        return {"name": "digits-example", "task": "image_classification",
+                "data": {"source": "builtin:digits", "split": {"val": 0.1, "test": 0.2, "seed": 0}},
+                "model": {"name": "resnet_small", "kwargs": {"width": 16}},
+                "train": {"epochs": 1, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0}}
+
     def _read(self, source: str, classes: list[str] | None = None) -> ImageSet:
         data = self.spec.data
         return read_image_set(source, path_column=data.path_column, label_column=data.label_column,
@@ -163,7 +171,7 @@ class ImageClassification(ClassificationTask):
 
     def plot_examples(self, items: Sequence[Any], targets: np.ndarray, probs: np.ndarray, classes: list[str],
                       path: Path) -> None:
-        from dlforge.report import plots
+        from dlforge import plots
 
         predicted = probs.argmax(1)
         wrong = np.flatnonzero(predicted != targets)

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from dlforge.errors import DataError
 from dlforge.models.hf import DEFAULT, add_lora, freeze, load_tokenizer
 from dlforge.spec import ModelSpec, StrictModel
+from dlforge.tasks.capabilities import Tokenized
 from dlforge.wire import TextWire
 
 WORD = re.compile(r"[^\W\d_]+")  # a run of letters
@@ -79,8 +80,9 @@ class TokenDataset(Dataset):
         return inputs, torch.as_tensor([t for _, t in rows])
 
 
-class LanguageTask:
+class LanguageTask(Tokenized):
     """Mixin for text tasks: `tokenizer_` is set in `prepare` (from the spec) or `load_assets` (from a run)."""
+
     wire = TextWire()
 
     spec: Any

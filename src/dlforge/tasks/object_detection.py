@@ -18,21 +18,23 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from dlforge.data import shapes  # noqa: F401  (registers builtin:shapes)
 from dlforge.data.detection import DetectionSet, read_detection_set
 from dlforge.data.images import resize_square, to_uint8_tensor
 from dlforge.errors import DlforgeError
+from dlforge.pages import Section, figure, table
 from dlforge.registry import DETECTORS, TASKS
-from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase, StrictModel
-from dlforge.tasks.base import ExplainTarget, Prepared, prediction_settings
+from dlforge.tasks.base import Prepared, prediction_settings
+from dlforge.tasks.capabilities import Explainable, ExplainTarget
 from dlforge.tasks.dense import DenseDataSpec, DenseTask
 from dlforge.wire import ImageWire
 
 if TYPE_CHECKING:
     from torchmetrics import Metric, MetricCollection
 
-    from dlforge.predictor import Predictor
     from dlforge.run import Run
+    from dlforge.tasks.base import Inference
 
 EVAL_CONF, EVAL_IOU = 0.001, 0.7  # mAP is measured over (nearly) every candidate, as COCO does
 
@@ -89,7 +91,7 @@ class ObjectDetectionSpec(SpecBase):
 
 
 @TASKS.register("object_detection")
-class ObjectDetection(DenseTask):
+class ObjectDetection(DenseTask, Explainable):
     wire = ImageWire()
     spec_class = ObjectDetectionSpec
     default_monitor = "val/map"
@@ -100,6 +102,15 @@ class ObjectDetection(DenseTask):
                    "RetinaNet, FCOS) post-process inside the model and are served with the torch backend")
 
     model_spec = DetectorModelSpec
+
+    @classmethod
+    def example_spec(cls, folder: Path) -> dict[str, Any]:
+        """A dozen 64 x 64 images of the built-in shapes (circles, squares, triangles) and the smallest YOLO."""
+        return {"name": "shapes-detection-example", "task": "object_detection",
+                "data": {"source": "builtin:shapes", "builtin": {"count": 12, "size": 64, "max_objects": 2},
+                         "image_size": 64, "split": {"val": 0.2, "test": 0.2, "seed": 0}},
+                "model": {"name": "yolo_n"},
+                "train": {"epochs": 1, "batch_size": 8, "optimizer": {"name": "adamw", "lr": 2e-3}, "seed": 0}}
 
     # ------------------------------------------------------------ training
     def read(self, source: str | None = None, classes: list[str] | None = None) -> DetectionSet:
@@ -220,8 +231,8 @@ class ObjectDetection(DenseTask):
         return {"boxes": draw_boxes(to_uint8_tensor(item, 3), prediction["objects"], meta["classes"])}
 
     # ------------------------------------------------------------ evaluation and report
-    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
-        from dlforge.report import plots
+    def evaluate(self, predictor: Inference, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+        from dlforge import plots
 
         classes = predictor.meta["classes"]
         candidates = predictor.outputs(items)
@@ -237,7 +248,7 @@ class ObjectDetection(DenseTask):
 
     def _plot_examples(self, items: Sequence[Any], targets: list[dict[str, np.ndarray]], shown: list[dict[str, Any]],
                        classes: list[str], path: Path) -> None:
-        from dlforge.report import plots
+        from dlforge import plots
 
         pictures, titles, alert = [], [], []
         for item, t, p in zip(items, targets, shown, strict=True):
@@ -326,7 +337,7 @@ def draw_boxes(image: torch.Tensor, objects: list[dict[str, Any]], classes: list
     per class with label and score."""
     from torchvision.utils import draw_bounding_boxes
 
-    from dlforge.report.plots import palette
+    from dlforge.plots import palette
 
     colours = palette(len(classes))
     width = max(1, round(max(image.shape[1:]) / 200))

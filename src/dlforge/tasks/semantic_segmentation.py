@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from dlforge.data import shapes  # noqa: F401  (registers builtin:shapes)
 from dlforge.data.augment import DenseAugmentSpec
 from dlforge.data.detection import SegmentationSet, read_mask, read_segmentation_set
 from dlforge.data.images import resize_square, to_uint8_tensor
+from dlforge.pages import Section, figure, table
 from dlforge.registry import SEGMENTERS, TASKS
-from dlforge.report.html import Section, figure, table
 from dlforge.spec import ModelSpec, SpecBase
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.dense import DenseDataSpec, DenseTask
@@ -30,8 +31,8 @@ from dlforge.wire import ImageWire
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
 
-    from dlforge.predictor import Predictor
     from dlforge.run import Run
+    from dlforge.tasks.base import Inference
 
 IGNORE_INDEX = 255  # the mask value no loss or metric counts (SegmentationSet.ignore_index)
 
@@ -72,6 +73,15 @@ class SemanticSegmentation(DenseTask):
     graph_outputs = ("logits",)  # (B, K, S, S)
 
     model_spec = SegmenterModelSpec
+
+    @classmethod
+    def example_spec(cls, folder: Path) -> dict[str, Any]:
+        """A dozen 64 x 64 images of the built-in shapes, their masks, and a narrow U-Net."""
+        return {"name": "shapes-segmentation-example", "task": "semantic_segmentation",
+                "data": {"source": "builtin:shapes", "builtin": {"count": 12, "size": 64, "max_objects": 2},
+                         "image_size": 64, "split": {"val": 0.2, "test": 0.2, "seed": 0}},
+                "model": {"name": "unet", "kwargs": {"width": 8, "depth": 3}},
+                "train": {"epochs": 1, "batch_size": 8, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0}}
 
     # ------------------------------------------------------------ training
     def read(self, source: str | None = None, classes: list[str] | None = None) -> SegmentationSet:
@@ -148,7 +158,7 @@ class SemanticSegmentation(DenseTask):
     def annotate(self, item: Any, prediction: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         from PIL import Image
 
-        from dlforge.report.plots import palette
+        from dlforge.plots import palette
 
         mask = decode_mask(prediction, meta["classes"])
         png = Image.fromarray(mask, mode="P")  # index-colour: pixel value = class index
@@ -156,8 +166,8 @@ class SemanticSegmentation(DenseTask):
         return {"mask": png, "overlay": overlay(to_uint8_tensor(item, 3), mask, len(meta["classes"]))}
 
     # ------------------------------------------------------------ evaluation and report
-    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
-        from dlforge.report import plots
+    def evaluate(self, predictor: Inference, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+        from dlforge import plots
 
         classes, ignore = predictor.meta["classes"], predictor.meta["preprocessing"]["ignore_index"]
         k = len(classes)
@@ -239,7 +249,7 @@ def decode_mask(prediction: dict[str, Any], classes: list[str]) -> np.ndarray:
 
 def overlay_only(mask: np.ndarray, k: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """(H, W) class mask -> (H, W, 3) colours (black for the ignored pixels)."""
-    from dlforge.report.plots import palette
+    from dlforge.plots import palette
 
     colours = np.array([*palette(k), *[(0, 0, 0)] * (256 - k)], dtype=np.uint8)
     return colours[np.where(mask == ignore_index, 255, mask)]
@@ -249,7 +259,7 @@ def overlay(image: torch.Tensor, mask: np.ndarray, k: int) -> np.ndarray:
     """(3, H, W) uint8 image with the non-background classes of `mask` blended in."""
     from torchvision.utils import draw_segmentation_masks
 
-    from dlforge.report.plots import palette
+    from dlforge.plots import palette
 
     masks = torch.from_numpy(np.stack([mask == c for c in range(1, k)])) if k > 1 else torch.zeros(0, *mask.shape)
     drawn = draw_segmentation_masks(image, masks.bool(), alpha=0.5, colors=palette(k)[1:] or None)

@@ -40,8 +40,8 @@ from dlforge.data.tables import (
 from dlforge.errors import DataError, DlforgeError, InputError
 from dlforge.models.pretrained import load_pretrained
 from dlforge.models.tabular import TABULAR_MODELS
+from dlforge.pages import Section, table
 from dlforge.registry import TASKS, did_you_mean
-from dlforge.report.html import Section, table
 from dlforge.spec import ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.classification import ClassificationTask
@@ -50,8 +50,8 @@ from dlforge.wire import Limits, Wire
 if TYPE_CHECKING:
     import pandas as pd
 
-    from dlforge.predictor import Predictor
     from dlforge.run import Run
+    from dlforge.tasks.base import Inference
 
 BUILTIN_LABELS = {"builtin:adult": "income"}
 COLUMNS_ASSET = "columns.json"
@@ -108,7 +108,7 @@ class TabularWire(Wire):
     def decode(self, value: Any, field: str, limits: Limits) -> dict[str, Any]:
         prep = self.columns
         if prep is None:
-            raise DlforgeError("tabular instances are decoded by the wire of a loaded run: dlforge.load(run).task.wire")
+            raise DlforgeError("tabular instances are decoded by the wire of a loaded run: dlforge.load(run).wire")
         if isinstance(value, str | bytes):
             try:
                 value = json.loads(value)
@@ -221,6 +221,19 @@ class TabularClassification(ClassificationTask):
     def __init__(self, spec: SpecBase) -> None:
         super().__init__(spec)
         self.wire = TabularWire()  # this task's own: given the columns by `prepare` or `load_assets`
+
+    @classmethod
+    def example_spec(cls, folder: Path) -> dict[str, Any]:
+        """60 rows (folder/table.csv) of a numeric column with missing values, a count and a colour, a group column
+        kept out of the model, and a yes/no label; a one-layer MLP."""
+        from dlforge.data.examples import table_rows, write_csv
+
+        source = write_csv(Path(folder) / "table.csv", table_rows(60))
+        return {"name": "table-example", "task": "tabular_classification",
+                "data": {"source": str(source), "label": "label", "exclude": ["group"],
+                         "split": {"val": 0.2, "test": 0.2, "seed": 0}},
+                "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+                "train": {"epochs": 1, "batch_size": 16, "seed": 0}}
 
     def _use(self, prep: dict[str, Any]) -> None:
         """The run's columns: the wire decodes with them; an input with no columns is not explained."""
@@ -344,7 +357,7 @@ class TabularClassification(ClassificationTask):
             data = clean(table, label, numeric, categorical, self.spec.data.on_error)
         return data.rows(label), _targets(data, label, classes)
 
-    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
+    def evaluate(self, predictor: Inference, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
         result = super().evaluate(predictor, items, targets, plots_dir)
         _, counts = encode(list(items), predictor.meta["preprocessing"])
         return {**result, "inputs": counts}  # missing values and unseen categories per column

@@ -59,6 +59,20 @@ class TextClassification(LanguageTask, ClassificationTask):
     dynamic_axes: ClassVar[dict[str, dict[int, str]]] = {"input_ids": {1: "tokens"}, "attention_mask": {1: "tokens"}}
     explained_inputs = ("input_ids",)  # through the embedding layer that reads them
 
+    @classmethod
+    def example_spec(cls, folder: Path) -> dict[str, Any]:
+        """24 short film reviews, fresh or rotten (folder/reviews.csv), and a one-layer transformer encoder trained
+        from scratch (the shipped MiniLM tokenizer: nothing downloaded). Fine-tune a pretrained model instead with
+        `model: {name: hf:<hub id or folder>}`."""
+        from dlforge.data.examples import reviews, write_csv
+
+        source = write_csv(Path(folder) / "reviews.csv", reviews(24))
+        return {"name": "reviews-example", "task": "text_classification",
+                "data": {"source": str(source), "max_length": 32, "split": {"val": 0.2, "test": 0.2, "seed": 0}},
+                "model": {"name": "transformer", "kwargs": {"d_model": 32, "heads": 2, "layers": 1}},
+                "train": {"epochs": 1, "batch_size": 8, "optimizer": {"lr": 3e-3}, "scheduler": "linear",
+                          "warmup": 0.1, "seed": 0}}
+
     def _read(self, source: str) -> TextTable:
         d = self.spec.data
         return clean(read_texts(source, d.text_column, d.label_column), d.on_error)
@@ -136,7 +150,7 @@ class TextClassification(LanguageTask, ClassificationTask):
 
     def plot_examples(self, items: Sequence[Any], targets: np.ndarray, probs: np.ndarray, classes: list[str],
                       path: Path) -> None:
-        from dlforge.report import plots
+        from dlforge import plots
 
         predicted = probs.argmax(1)
         wrong = np.flatnonzero(predicted != targets)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -16,20 +16,21 @@ from torch import nn
 from torchmetrics import Metric
 
 from dlforge.data.texts import TextTable, clean, read_texts
-from dlforge.errors import DataError, DlforgeError
+from dlforge.errors import DataError
 from dlforge.models.pretrained import load_pretrained
+from dlforge.pages import Section, table
 from dlforge.registry import LANGUAGE_MODELS, TASKS
-from dlforge.report.html import Section, table
 from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared, Task, prediction_settings
+from dlforge.tasks.capabilities import Capability, Exportable, Reported
 from dlforge.tasks.language import LanguageModelSpec, LanguageTask, TokenDataset, text_items
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
     from transformers import PreTrainedTokenizerBase
 
-    from dlforge.predictor import Predictor
     from dlforge.run import Run
+    from dlforge.tasks.base import Inference
 
 
 class CorpusSpec(StrictModel):
@@ -87,10 +88,31 @@ class TokenPerplexity(Metric):
 
 
 @TASKS.register("text_generation")
-class TextGeneration(LanguageTask, Task):
+class TextGeneration(LanguageTask, Task, Reported):
     spec_class = TextGenerationSpec
     prediction_options = tuple(GenerateSpec.model_fields)
-    profiled = False  # a profile predicts its reference items: generating for 2000 prompts costs more than training
+    # Not Profiled: a profile predicts its reference items, and generating for 2000 prompts costs more than training.
+    declined: ClassVar[dict[type[Capability], str]] = {Exportable: (
+        "generation is a loop around the model (transformers' generate: one forward pass per new token, with a "
+        "growing cache), not one tensor-in, tensor-out graph; serve them with the torch backend")}
+
+    @classmethod
+    def example_spec(cls, folder: Path) -> dict[str, Any]:
+        """A corpus of short film reviews (folder/corpus.txt) and a 2-layer, 32-wide GPT-2 with fresh weights and a
+        byte-level BPE tokenizer trained on the same sentences (folder/tiny-gpt2), saved as a hub model is: nothing
+        downloaded. Fine-tune a pretrained model instead with `model: {name: hf:distilgpt2}`."""
+        from dlforge.data.examples import paragraphs, reviews
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        corpus = folder / "corpus.txt"
+        corpus.write_text(paragraphs(120))
+        model = _tiny_gpt2(folder / "tiny-gpt2", [r["text"] for r in reviews(200)])
+        return {"name": "reviews-generation-example", "task": "text_generation",
+                "data": {"source": str(corpus), "block_size": 32, "split": {"val": 0.1, "test": 0.1, "seed": 0}},
+                "model": {"name": f"hf:{model}"},
+                "train": {"epochs": 1, "batch_size": 8, "optimizer": {"lr": 1e-2}, "scheduler": "linear",
+                          "warmup": 0.1, "seed": 0}}
 
     # ------------------------------------------------------------ data
     def _blocks(self, table: TextTable) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
@@ -154,11 +176,6 @@ class TextGeneration(LanguageTask, Task):
         # Left padding: every prompt ends at the last position, where generation continues.
         return self._encode(text_items(items, key="prompt"), meta["preprocessing"]["block_size"], "left")
 
-    def example_inputs(self, meta: dict[str, Any], batch: int = 2) -> dict[str, torch.Tensor]:
-        raise DlforgeError("text_generation models cannot be exported: generation is a loop around the model "
-                           "(transformers' generate: one forward pass per new token, with a growing cache), not one "
-                           "tensor-in, tensor-out graph; serve them with the torch backend")
-
     def forward(self, graph: nn.Module, inputs: dict[str, torch.Tensor], meta: dict[str, Any], **options: Any
                 ) -> list[torch.Tensor]:
         o = prediction_settings(GenerateSpec, meta, options)
@@ -190,7 +207,7 @@ class TextGeneration(LanguageTask, Task):
             return self._blocks(self._read(self.spec.data.source))[2], None
         return _chunk(self._stream(self._read(source).texts), meta["preprocessing"]["block_size"]), None
 
-    def evaluate(self, predictor: Predictor, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
+    def evaluate(self, predictor: Inference, items: Sequence[Any], targets: Any, plots: Path) -> dict[str, Any]:
         if not items:
             raise DataError("the held-out text is empty: raise data.split.test or give more text")
         loss, tokens = mean_nll(predictor.model, list(items), self.tokenizer_, predictor.device, predictor.batch_size)
@@ -248,3 +265,26 @@ def _chunk(stream: list[int], size: int) -> list[list[int]]:
     """Blocks of `size` tokens; a last block shorter than 2 tokens predicts nothing and is dropped."""
     return [stream[i:i + size] for i in range(0, len(stream), size) if len(stream[i:i + size]) >= 2]
 
+
+
+def _tiny_gpt2(path: Path, texts: Sequence[str]) -> Path:
+    """A 2-layer, 32-wide GPT-2 with fresh (seeded) weights and a byte-level BPE tokenizer of 400 tokens trained on
+    `texts`, saved into `path` with save_pretrained: what `hf:<path>` loads, as it would a hub model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                       show_progress=False))
+    end = "<|endoftext|>"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=end, bos_token=end, unk_token=end)
+    tokenizer.save_pretrained(path)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    with torch.random.fork_rng(devices=[]):  # seeded weights, and the caller's random state left as it was
+        torch.manual_seed(0)
+        GPT2LMHeadModel(config).save_pretrained(path)
+    return path

@@ -11,14 +11,15 @@ from typing import Any
 from safetensors.torch import save_model
 
 from dlforge._io import atomic_write
+from dlforge.devices import seed_everything
 from dlforge.predictor import Predictor
 from dlforge.registry import TASKS
 from dlforge.report.html import write_report
 from dlforge.run import Run
 from dlforge.spec import SpecBase, TrainSpec
-from dlforge.train.callbacks import BackboneFreeze, Callback, EarlyStopping, GradientFlow
-from dlforge.train.devices import seed_everything
-from dlforge.train.trainer import Trainer
+from dlforge.tasks.capabilities import Profiled
+from dlforge.training.callbacks import BackboneFreeze, Callback, EarlyStopping, GradientFlow
+from dlforge.training.trainer import Trainer
 
 log = logging.getLogger("dlforge")
 
@@ -47,7 +48,7 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
         meta = {"task": spec.task, **prepared.meta, "versions": _versions()}
         weights = None
         if spec.train.fairness.reweigh:  # Kamiran-Calders: groups and label made independent by sample weights
-            from dlforge.fairness.reweigh import reweigh
+            from dlforge.training.reweigh import reweigh
 
             weights, meta["fairness"] = reweigh(prepared, spec.train.fairness.reweigh, meta["classes"])
         if main:
@@ -67,12 +68,12 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
         summary: dict[str, Any] = {"epochs": trainer.epoch, "best_epoch": trainer.best_epoch_}
         if prepared.test is not None and len(prepared.test[0]):
             predictor = Predictor(task, prepared.model, meta, device=trainer.device)
-            result = {"data": "test split", **task.evaluate(predictor, *prepared.test, run.path / "plots")}
+            result = {"data": "test split", **predictor.evaluate(*prepared.test, run.path / "plots")}
             run.write_eval(result)
             summary["headline"] = result["headline"]
-            profiled = task.profile_items(prepared.test[0], meta) if task.profiled else []
+            profiled = task.profile_items(prepared.test[0], meta) if isinstance(task, Profiled) else []
             if len(profiled) >= 2:
-                from dlforge.monitor.profile import build_profile, write_profile
+                from dlforge.drift.profile import build_profile, write_profile
 
                 write_profile(run.path, *build_profile(predictor, profiled, metrics=result.get("metrics")))
         write_report(run)

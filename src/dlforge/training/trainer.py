@@ -31,10 +31,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from dlforge._io import atomic_write, atomic_write_bytes
+from dlforge.devices import Distributed, autocast_dtype, select_device, to_device
 from dlforge.errors import DlforgeError
 from dlforge.spec import TrainSpec
-from dlforge.train.callbacks import Callback, LogLines, ProgressBar
-from dlforge.train.devices import Distributed, autocast_dtype, select_device, to_device
+from dlforge.training.callbacks import Callback, LogLines, ProgressBar
 
 if TYPE_CHECKING:
     from dlforge.run import Run

@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 import dlforge
+from dlforge.devices import seed_everything
 from dlforge.errors import RunError
+from dlforge.pipeline import callbacks_from_spec
 from dlforge.spec import SpecBase
 from dlforge.tasks.image_classification import ImageClassification
-from dlforge.train import Callback, Trainer
-from dlforge.train.devices import seed_everything
-from dlforge.train.fit import callbacks_from_spec
+from dlforge.training import Callback, Trainer
 from tests.conftest import DLFORGE, cli, digits_spec, write_spec
 
 EPOCHS = 8

@@ -25,7 +25,7 @@ from rich.progress import (
 from dlforge.errors import DlforgeError
 
 if TYPE_CHECKING:
-    from dlforge.train.trainer import Trainer
+    from dlforge.training.trainer import Trainer
 
 log = logging.getLogger("dlforge")
 

@@ -1,6 +1,6 @@
 """The reference profile of a run, and the comparison of new data with it.
 
-A profile describes a sample of reference items (up to 2000; `Task.profile_items`: for forecasting, every
+A profile describes a sample of reference items (up to 2000; `Profiled.profile_items`: for forecasting, every
 lookback window) as a table, one row per item:
 - the task's input statistics (`Task.wire.statistics`: image size, brightness, contrast, sharpness;
   text length, ...; each series column's value and window std; a table's columns themselves);
@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from dlforge._io import atomic_write, atomic_write_json
+from dlforge.drift.statistics import column_drift, dataset_drift, domain_classifier_auc, mmd_test
 from dlforge.errors import DlforgeError
-from dlforge.monitor.drift import column_drift, dataset_drift, domain_classifier_auc, mmd_test
 from dlforge.predictor import NoEmbedding, Predictor
+from dlforge.tasks.capabilities import Profiled
 
 SAMPLE, COMPONENTS = 2000, 20
 MMD_P, AUC_LIMIT = 0.05, 0.55  # embedding drift: MMD p-value below, domain-classifier ROC-AUC above
@@ -82,7 +83,7 @@ def prediction_columns(predictions: list[dict[str, Any]]) -> dict[str, list[Any]
 
 def _table(predictor: Predictor, items: Sequence[Any], projected: np.ndarray | None,
            predictions: list[dict[str, Any]]) -> pd.DataFrame:
-    table = predictor.task.input_statistics(items, predictor.meta)
+    table = predictor.capability(Profiled).input_statistics(items, predictor.meta)
     for k in range(0 if projected is None else projected.shape[1]):
         table[f"pc_{k}"] = projected[:, k]
     for name, values in prediction_columns(predictions).items():

@@ -16,7 +16,7 @@ import dlforge
 from dlforge.errors import DlforgeError
 from dlforge.spec import TrainSpec
 from dlforge.tasks.base import Task
-from dlforge.train import Callback, EarlyStopping, GradientFlow, Trainer
+from dlforge.training import Callback, EarlyStopping, GradientFlow, Trainer
 from tests.conftest import digits_spec
 
 

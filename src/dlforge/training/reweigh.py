@@ -5,7 +5,7 @@ discrimination"): each training example of group g and label y weighs
 
 on the training split, so that under the weights group and label are independent: every (g, y) cell weighs what it
 would if the label did not depend on the group. With several columns, g is their combination. The Trainer draws
-examples in proportion to the weights (`dlforge.train.trainer.WeightedSampler`).
+examples in proportion to the weights (`dlforge.training.trainer.WeightedSampler`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dlforge.data.groups import sensitive_groups
 from dlforge.errors import DlforgeError
-from dlforge.fairness.groups import sensitive_groups
 
 log = logging.getLogger("dlforge")
 
