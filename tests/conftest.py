@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import dlforge
+from dlforge.data.examples import reviews
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no internet here: hub lookups fail at once instead of retrying
@@ -92,19 +92,9 @@ def fit_on_training_set(spec: dict) -> list[dict]:
 
 # ---------------------------------------------------------------- text: tiny models saved locally, loaded like hub ids
 
-GOOD = ["wonderful", "moving", "brilliant", "funny", "charming", "gripping", "beautiful", "clever"]
-BAD = ["dull", "tedious", "clumsy", "boring", "lifeless", "shallow", "awful", "predictable"]
-
-
 def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
-    """Short reviews whose label follows the adjectives: easy to learn, never identical."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        label = "fresh" if i % 2 == 0 else "rotten"
-        words = rng.choice(GOOD if label == "fresh" else BAD, size=2, replace=False)
-        rows.append({"text": f"a {words[0]} and {words[1]} film, take {i}", "label": label})
-    return rows
+    """Short reviews whose label follows the adjectives: easy to learn, never identical (the text examples' data)."""
+    return reviews(n, seed)
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
@@ -152,56 +142,43 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- one tiny run of each kind (export, serving)
+# ---------------------------------------------------------------- one tiny run of each task (contract, export, serving)
+
+# Tiny runs besides each task's own example spec: name -> (the task whose example spec it starts from, the overrides
+# of its sections, made with the session's fixtures; see `with_overrides`).
+VARIANTS: dict[str, tuple[str, Callable[[pytest.FixtureRequest], dict]]] = {
+    # the text classifier fine-tuned from a (tiny, local) hub model, beside the example's from-scratch transformer
+    "hf_text": ("text_classification",
+                lambda request: {"model": {"name": f"hf:{request.getfixturevalue('tiny_bert')}", "kwargs": {}}}),
+}
 
 
-def tiny_run_spec(name: str, data: Path, request: pytest.FixtureRequest) -> dict:
-    """A tiny one-epoch run of each kind of model: its spec, with its data written under `data`."""
-    from tests.tasks.test_detection import detection_spec
-    from tests.tasks.test_forecasting import monthly_table
-    from tests.tasks.test_forecasting import spec as forecast_spec
-    from tests.tasks.test_segmentation import segmentation_spec
-    from tests.tasks.test_text_classification import text_spec
-    from tests.tasks.test_text_generation import corpus, generation_spec
+def task_of(name: str) -> str:
+    """The task of tiny run `name`: a registered task's name, or a variant's task."""
+    return VARIANTS[name][0] if name in VARIANTS else name
 
-    if name == "segmentation":
-        return segmentation_spec(data={"builtin": {"count": 12, "size": 64, "max_objects": 2}}, train={"epochs": 1})
-    if name == "yolo":
-        return detection_spec(data={"builtin": {"count": 12, "size": 64, "max_objects": 2}}, train={"epochs": 1})
-    if name == "lstm_forecaster":
-        monthly_table().to_csv(data / "sales.csv", index=False)
-        return forecast_spec(data / "sales.csv", train={"epochs": 1})
-    if name == "tabular_classification":
-        from tests.test_tabular import tabular_rows, tabular_spec
 
-        return tabular_spec(write_csv(data / "table.csv", tabular_rows(60)))
-    reviews = write_csv(data / "reviews.csv", sentiment_rows(24))
-    if name == "transformer_text":
-        model = {"name": "transformer", "kwargs": {"d_model": 32, "heads": 2, "layers": 1}}
-        return text_spec(reviews, model, epochs=1)
-    if name == "hf_text":
-        return text_spec(reviews, {"name": f"hf:{request.getfixturevalue('tiny_bert')}"}, epochs=1)
-    if name == "text_generation":
-        spec = generation_spec(corpus(data / "corpus.txt"), request.getfixturevalue("tiny_gpt2"))
-        return {**spec, "train": {**spec["train"], "epochs": 1}}
-    raise KeyError(name)
+def tiny_run_spec(name: str, folder: Path, request: pytest.FixtureRequest) -> dict:
+    """The spec of tiny run `name`: the task's own example spec (`Task.example_spec`, its data written under
+    `folder`), or a variant of one."""
+    from dlforge.registry import TASKS
+
+    spec = TASKS.get(task_of(name)).example_spec(folder)
+    return with_overrides(spec, VARIANTS[name][1](request)) if name in VARIANTS else spec
 
 
 @pytest.fixture(scope="session")
 def tiny_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """name -> a finished run directory of that kind, trained once for the session (the digits run is a copy of the
-    session's `trained_run`: exports write into the run directory)."""
-    root = tmp_path_factory.mktemp("export-runs")
+    """name (a registered task, or one of `VARIANTS`) -> a finished run directory of its example spec, trained once
+    for the session and shared (exports write into the run directory)."""
+    root = tmp_path_factory.mktemp("tiny-runs")
     runs: dict[str, Path] = {}
 
     def get(name: str) -> Path:
         if name not in runs:
-            if name == "image_classification":
-                runs[name] = Path(shutil.copytree(request.getfixturevalue("trained_run").path, root / name))
-            else:
-                (root / name).mkdir()
-                spec = dlforge.validate_spec(tiny_run_spec(name, root / name, request))
-                runs[name] = dlforge.train(spec, root / name / "runs", progress=False).path
+            (root / name).mkdir()
+            spec = dlforge.validate_spec(tiny_run_spec(name, root / name, request))
+            runs[name] = dlforge.train(spec, root / name / "runs", progress=False).path
         return runs[name]
 
     return get

@@ -18,11 +18,12 @@ import dlforge
 from dlforge.data.shapes import make_shapes
 from dlforge.errors import DlforgeError
 from dlforge.export import FILES, OnnxGraph, export_run
-from dlforge.registry import DETECTORS
-from dlforge.spec import validate_spec
-from tests.conftest import tiny_run_spec
+from dlforge.registry import DETECTORS, TASKS
+from dlforge.tasks.capabilities import Exportable
+from tests.conftest import task_of
 
-TASKS = ["image_classification", "segmentation", "yolo", "lstm_forecaster", "transformer_text", "hf_text"]
+# every task that exports (a tiny run of its example spec), and the text classifier fine-tuned from a hub model
+EXPORTABLE = [name for name in TASKS.names() if issubclass(TASKS.get(name), Exportable)] + ["hf_text"]
 FORMATS = list(FILES)
 
 
@@ -58,7 +59,7 @@ def items_of(predictor: dlforge.Predictor, n: int = 12) -> list[Any]:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("name", EXPORTABLE)
 def test_export_matches_the_torch_graph(tiny_runs: Callable[[str], Path], name: str, fmt: str) -> None:
     run = tiny_runs(name)
     result = export_run(run, fmt)
@@ -71,12 +72,12 @@ def test_export_matches_the_torch_graph(tiny_runs: Callable[[str], Path], name: 
     assert sidecar["versions"]["torch"] == torch.__version__
     if fmt == "onnx":
         assert sidecar["opset"] >= 18 and "onnxruntime" in sidecar["versions"]
-    if name.endswith("_text"):  # texts pad to their batch's longest: the token axis varies too
+    if TASKS.get(task_of(name)).wire.kind == "text":  # texts pad to their batch's longest: the token axis varies too
         assert [i["shape"] for i in sidecar["inputs"]] == [["batch", "tokens"]] * 2
     assert sorted(p.name for p in result.path.parent.iterdir() if p.name.startswith(".")) == []  # no temp files
 
 
-@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("name", EXPORTABLE)
 def test_onnx_takes_other_batch_sizes_and_the_onnx_backend_predicts_as_torch(
         tiny_runs: Callable[[str], Path], name: str) -> None:
     run = tiny_runs(name)
@@ -84,7 +85,7 @@ def test_onnx_takes_other_batch_sizes_and_the_onnx_backend_predicts_as_torch(
     onnx_predictor = dlforge.load(run, backend="onnx")  # exported here unless the test above did it
     assert onnx_predictor.backend == "onnx" and onnx_predictor.model is None
     # straight through onnxruntime: batches of 1 and 5 (the export traced 2), against the torch graph
-    task, meta = torch_predictor.task, torch_predictor.meta
+    task, meta = torch_predictor.capability(Exportable), torch_predictor.meta
     for batch in (1, 5):
         inputs = task.example_inputs(meta, batch)
         with torch.no_grad():
@@ -101,7 +102,7 @@ def test_onnx_takes_other_batch_sizes_and_the_onnx_backend_predicts_as_torch(
 
 def test_tiled_detection_through_the_onnx_graph(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
     """A detector served tile by tile: every tile goes through the exported graph, boxes merge as with torch."""
-    run = copy_run(tiny_runs("yolo"), tmp_path / "tiled")
+    run = copy_run(tiny_runs("object_detection"), tmp_path / "tiled")
     meta = json.loads((run / "meta.json").read_text())
     meta["preprocessing"]["tiling"] = {"tile": 64, "overlap": 0.25}
     (run / "meta.json").write_text(json.dumps(meta))
@@ -116,9 +117,8 @@ def test_tiled_detection_through_the_onnx_graph(tiny_runs: Callable[[str], Path]
 # ---------------------------------------------------------------- what does not export, and broken exports
 
 
-def test_text_generation_does_not_export(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    spec = validate_spec(tiny_run_spec("text_generation", tmp_path, request))
-    run = dlforge.train(spec, tmp_path / "runs", progress=False).path
+def test_text_generation_does_not_export(tiny_runs: Callable[[str], Path]) -> None:
+    run = tiny_runs("text_generation")
     with pytest.raises(DlforgeError, match=r"text_generation models cannot be exported: generation is a loop.*"
                                            r"torch backend"):
         export_run(run, "onnx")
@@ -130,7 +130,7 @@ def test_text_generation_does_not_export(request: pytest.FixtureRequest, tmp_pat
 
 def test_faster_rcnn_does_not_export_but_serves_with_torch(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
     # The YOLO run's copy with a Faster R-CNN in its place: same task, classes and sizes, another detector.
-    run = copy_run(tiny_runs("yolo"), tmp_path / "frcnn", without_export=True)
+    run = copy_run(tiny_runs("object_detection"), tmp_path / "frcnn", without_export=True)
     meta = json.loads((run / "meta.json").read_text())
     meta.update(model="fasterrcnn_mobilenet_v3_large_fpn", model_kwargs={})
     (run / "meta.json").write_text(json.dumps(meta))

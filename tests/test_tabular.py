@@ -12,26 +12,18 @@ import pandas as pd
 import pytest
 
 import dlforge
+from dlforge.data.examples import table_rows
 from dlforge.data.tables import read_table, read_tables
 from dlforge.errors import DataError, DlforgeError, InputError
 from dlforge.registry import TASKS
 from dlforge.spec import LimitsSpec
 from tests.conftest import write_csv
 
-COLORS = ["red", "green", "blue"]
-
 
 def tabular_rows(n: int, seed: int = 0) -> list[dict]:
     """x (numeric, every 10th missing), count (whole numbers), color (categorical), group (kept out of the model),
-    label: 'yes' when x plus the color's shift is positive, so the label is learnable."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        x, color = float(rng.normal()), COLORS[i % 3]
-        label = "yes" if x + {"red": 1.0, "green": 0.0, "blue": -1.0}[color] > 0 else "no"
-        rows.append({"x": None if i % 10 == 3 else round(x, 3), "count": int(rng.integers(0, 5)), "color": color,
-                     "group": "a" if i % 2 else "b", "label": label})
-    return rows
+    label: 'yes' when x plus the color's shift is positive, so the label is learnable (the tabular example's data)."""
+    return table_rows(n, seed)
 
 
 def tabular_spec(source: Path, epochs: int = 1, **data: object) -> dict:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)`, fsync, then rename over `path` (same folder, so rename is atomic)."""
+    """Call `write(tmp_path)`, fsync, then rename over `path` (same folder, so rename is atomic).
+
+    The file gets the mode a plain `open()` gives (0o666 less the umask), whatever `write` does, not 0o600 as
+    from mkstemp: a run directory is read by other users and by containers running under another uid."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_file(path)
+    mode = tmp_path.stat().st_mode  # 0o666 less the umask, as the kernel made it
     try:
         write(tmp_path)
+        if tmp_path.stat().st_mode != mode:  # a writer that made its own file (safetensors: 0o600)
+            os.chmod(tmp_path, mode)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -26,6 +30,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _new_file(beside: Path) -> Path:
+    """A new empty hidden file next to `beside`, created as open() creates one (mode 0o666, less the umask)."""
+    while True:
+        tmp = beside.with_name(f".{beside.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -58,12 +58,11 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
                     sample_weights=weights)
         if not trainer.dist.is_main:
             return run
-        meta["device"] = str(trainer.device)
-        meta["world_size"] = trainer.dist.world_size
-        meta["best_epoch"] = trainer.best_epoch_
+        meta.update(device=str(trainer.device), world_size=trainer.dist.world_size, epochs=trainer.epoch,
+                    best_epoch=trainer.best_epoch_)
         meta.update(task.calibrate(prepared.model, prepared.val, meta))
         task.save_assets(run.path / "assets")
-        run.write_meta(meta)
+        run.write_meta(meta)  # validated by the task's meta_class (RunMeta), stamped with the format version
         atomic_write(run.weights_path, lambda p: save_model(prepared.model.cpu(), str(p)))
         summary: dict[str, Any] = {"epochs": trainer.epoch, "best_epoch": trainer.best_epoch_}
         if prepared.test is not None and len(prepared.test[0]):
@@ -76,7 +75,7 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
                 from dlforge.drift.profile import build_profile, write_profile
 
                 write_profile(run.path, *build_profile(predictor, profiled, metrics=result.get("metrics")))
-        write_report(run)
+        write_report(run, summary)  # the report of a complete run, written before its marker
         run.mark_complete(summary)  # last: only now does the run count as finished
         return run
     except BaseException as e:

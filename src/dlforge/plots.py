@@ -93,6 +93,31 @@ def reliability(bins: list[dict], ece: float, path: Path) -> Path:
     return save(fig, path)
 
 
+def reliability_before_after(calibration: dict, path: Path) -> Path:
+    """Reliability diagrams of the same predictions before (T = 1) and after temperature scaling, side by side,
+    with the confidence histogram under each. `calibration`: {"temperature", "before", "after"}, each side with
+    "reliability" bins (lo, hi, n, confidence, accuracy), "ece" and "accuracy"."""
+    fig, axes = plt.subplots(2, 2, figsize=(8.5, 5), height_ratios=[3, 1], sharex=True, sharey="row")
+    for col, when in enumerate(("before", "after")):
+        side, ax, hist = calibration[when], axes[0, col], axes[1, col]
+        bins = side["reliability"]
+        used = [b for b in bins if b["n"]]
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+        ax.bar([(b["lo"] + b["hi"]) / 2 for b in used], [b["accuracy"] for b in used],
+               width=[b["hi"] - b["lo"] for b in used], edgecolor="black", alpha=0.7, label="accuracy")
+        ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", color="C3", ms=3,
+                label="mean confidence")
+        temperature = 1.0 if when == "before" else calibration["temperature"]
+        ax.set_title(f"{when} temperature scaling (T = {temperature:.3g}): ECE {side['ece']:.3f}", fontsize=10)
+        hist.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["n"] for b in bins], width=1 / len(bins),
+                 edgecolor="black")
+        hist.set_xlabel("confidence")
+    axes[0, 0].set_ylabel("accuracy")
+    axes[1, 0].set_ylabel("count")
+    axes[0, 0].legend(fontsize=8, loc="upper left")
+    return save(fig, path)
+
+
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], alert: Sequence[bool], path: Path,
                cols: int = 8, size: float = 1.5) -> Path:
     """Images (H, W, 3 uint8) in a grid, `size` inches each; titles of `alert` images in red."""

@@ -2,7 +2,7 @@
 
     runs/<name>-<YYYYmmdd-HHMMSS>/
         spec.yaml            resolved spec
-        meta.json            task, model, labels, preprocessing, library versions
+        meta.json            task, model, labels, preprocessing, library versions (`RunMeta`, with a format version)
         metrics.jsonl        one row per epoch (losses, metrics, lr, per-layer gradient norms)
         checkpoints/last.pt  everything needed to resume exactly (written atomically each epoch)
         model.safetensors    the final (best) weights
@@ -24,7 +24,9 @@ import yaml
 
 from dlforge._io import atomic_write_json, atomic_write_text
 from dlforge.errors import RunError
-from dlforge.spec import SpecBase, spec_to_yaml, validate_spec
+from dlforge.registry import TASKS
+from dlforge.run_meta import FORMAT_VERSION, RunMeta, migrate
+from dlforge.spec import SpecBase, renamed_model, spec_to_yaml, validate_spec
 
 
 class Run:
@@ -48,17 +50,23 @@ class Run:
     def open(cls, path: str | os.PathLike, complete: bool = True) -> Run:
         """An existing run; with `complete`, one that finished (has its COMPLETE marker)."""
         run = cls(path)
-        if not (run.path / "meta.json").exists() or not run.spec_path.exists():
+        if not run.meta_path.exists() or not run.spec_path.exists():
             raise RunError(f"{path}: not a dlforge run directory (no spec.yaml / meta.json)")
         if complete and not run.is_complete:
             raise RunError(f"{path}: the run did not finish (status: {run.status()}); "
                            f"resume it with: dlforge train --resume {path}")
+        for file in [run.spec_path, run.meta_path] + ([run.weights_path] if complete else []):
+            _readable(file)  # a run written by another user, with modes that keep us out: say so here
         return run
 
     # ---------------------------------------------------------------- files
     @property
     def spec_path(self) -> Path:
         return self.path / "spec.yaml"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
 
     @property
     def weights_path(self) -> Path:
@@ -86,13 +94,26 @@ class Run:
         atomic_write_text(self.spec_path, spec_to_yaml(spec))
 
     def read_spec(self) -> SpecBase:
-        return validate_spec(yaml.safe_load(self.spec_path.read_text()), source=str(self.spec_path))
+        """The run's spec, validated as today's (renamed fields and models read under their new names)."""
+        return validate_spec(yaml.safe_load(_read(self.spec_path)), source=str(self.spec_path))
 
-    def write_meta(self, meta: dict[str, Any]) -> None:
-        atomic_write_json(self.path / "meta.json", meta)
+    def write_meta(self, meta: dict[str, Any] | RunMeta) -> None:
+        """meta.json, validated by its task's `meta_class` and stamped with the current format version."""
+        raw = {**(meta.to_dict() if isinstance(meta, RunMeta) else meta), "format_version": FORMAT_VERSION}
+        atomic_write_json(self.meta_path, _meta_class(raw, self.meta_path).of(raw, str(self.meta_path)).to_dict())
 
     def read_meta(self) -> dict[str, Any]:
-        return json.loads((self.path / "meta.json").read_text())
+        """meta.json as a plain dict: migrated to the current format (in memory), then validated."""
+        try:
+            raw = json.loads(_read(self.meta_path))
+        except json.JSONDecodeError as e:
+            raise RunError(f"{self.meta_path}: not valid JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise RunError(f"{self.meta_path}: not a run's meta (a JSON object)")
+        meta = migrate(raw, self.path, str(self.meta_path))
+        if isinstance(meta.get("model"), str):
+            meta["model"] = renamed_model(str(meta.get("task")), meta["model"], str(self.meta_path))
+        return _meta_class(meta, self.meta_path).of(meta, str(self.meta_path)).to_dict()
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as f:
@@ -104,7 +125,7 @@ class Run:
         if not self.metrics_path.exists():
             return []
         rows = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in _read(self.metrics_path).splitlines():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:  # a line cut by a kill: everything after it is not trusted
@@ -121,7 +142,7 @@ class Run:
 
     def read_eval(self) -> dict[str, Any] | None:
         path = self.path / "eval.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return json.loads(_read(path)) if path.exists() else None
 
     # ---------------------------------------------------------------- status
     @property
@@ -130,7 +151,7 @@ class Run:
 
     def completion(self) -> dict[str, Any] | None:
         path = self.path / "COMPLETE"
-        return json.loads(path.read_text()) if path.exists() else None
+        return json.loads(_read(path)) if path.exists() else None
 
     def mark_running(self) -> None:
         (self.path / "FAILED").unlink(missing_ok=True)
@@ -165,6 +186,28 @@ def list_runs(runs_dir: str | os.PathLike) -> list[Run]:
     if not root.is_dir():
         return []
     return sorted((Run(p) for p in root.iterdir() if (p / "spec.yaml").exists()), key=lambda r: r.path.name)
+
+
+def _meta_class(meta: dict[str, Any], source: Path) -> type[RunMeta]:
+    task = meta.get("task")
+    if task not in TASKS.names():
+        raise RunError(f"{source}: task {task!r} is not a task this dlforge knows ({', '.join(TASKS.names())})")
+    return TASKS.get(task).meta_class
+
+
+def _read(path: Path) -> str:
+    """The text of one of the run's files; a RunError naming it where it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise RunError(f"{path}: cannot read it: {e.strerror or e}") from None
+
+
+def _readable(path: Path) -> None:
+    try:
+        path.open("rb").close()
+    except OSError as e:
+        raise RunError(f"{path}: cannot read it: {e.strerror or e}") from None
 
 
 def _now() -> str:

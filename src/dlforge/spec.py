@@ -7,11 +7,13 @@ raises `SpecError` with one line: file, YAML line, field path, bad value, what i
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import operator
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 
@@ -84,13 +86,16 @@ class TrainSpec(StrictModel):
         "cosine", description="learning-rate decay over the optimizer steps, after any warm-up")
     warmup: float = Field(0.0, ge=0.0, description="linear warm-up from 0: a fraction (< 1) of all optimizer "
                                                    "steps, or a number of steps (>= 1); not with onecycle")
-    accumulate: int = Field(1, ge=1, description="gradient accumulation: one optimizer step per N batches")
+    accumulate_grad_batches: int = Field(1, ge=1, description="gradient accumulation: one optimizer step per N "
+                                                          "batches (was `accumulate`)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto picks CUDA/ROCm, then MPS, then CPU")
     seed: int = 0
     grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="classification tasks: train against (1 - a) "
+                                   "one-hot + a/K uniform targets (Szegedy et al. 2016); other tasks ignore it")
     monitor: MonitorSpec = MonitorSpec()
     early_stopping: EarlyStoppingSpec | None = None
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the first N epochs")
@@ -260,13 +265,75 @@ def validate_spec(raw: dict, source: str = "<spec>", root: yaml.Node | None = No
                         f"task: {task!r} is not a known task{did_you_mean(task, TASKS.names())}; "
                         f"known: {', '.join(TASKS.names())}")
     cls = spec_class(task)
+    raw = copy.deepcopy(raw)  # the caller's dict stays as it was
+    renamed = apply_deprecations(raw, source)
     try:
         return cls.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as e:
         errors = e.errors()
         first = errors[0]
         more = f" (and {len(errors) - 1} more error{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
-        raise SpecError(_where(source, root, set_at, first["loc"]) + _describe(cls, first) + more) from None
+        loc = next((renamed[new] + first["loc"][len(new):] for new in renamed if first["loc"][:len(new)] == new),
+                   first["loc"])  # an error under a renamed field: its line is the old name's
+        raise SpecError(_where(source, root, set_at, loc) + _describe(cls, first) + more) from None
+
+
+# ---------------------------------------------------------------- deprecations
+
+# Renamed spec fields (dotted paths) and model names (per task), old -> new. A spec or a run's spec.yaml with an old
+# name still validates, with a FutureWarning: runs written by an older dlforge keep loading. Add a line when renaming.
+RENAMED_FIELDS: dict[str, str] = {
+    "train.accumulate": "train.accumulate_grad_batches",  # accumulate what? (Lightning's name)
+}
+RENAMED_MODELS: dict[tuple[str, str], str] = {}  # (task, old model name) -> new model name
+
+
+def apply_deprecations(raw: dict, source: str = "<spec>") -> dict[tuple, tuple]:
+    """Rename old field paths and model names in `raw` (in place), warning for each; returns new loc -> old loc.
+
+    Where a spec has both names (an old file with a `--set` of the new one), the new one wins."""
+    renamed = {}
+    for old, new in RENAMED_FIELDS.items():
+        *parents, key = old.split(".")
+        node = _mapping_at(raw, parents)
+        if node is None or key not in node:
+            continue
+        *new_parents, new_key = new.split(".")
+        target = _mapping_at(raw, new_parents, create=True)
+        if target is None:  # something else where the new field's parent goes: validation says what
+            continue
+        target.setdefault(new_key, node.pop(key))
+        _deprecated(f"{source}: {old} was renamed {new}")
+        renamed[tuple(new.split("."))] = tuple(old.split("."))
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str):
+        model["name"] = renamed_model(str(raw.get("task")), model["name"], source)
+    return renamed
+
+
+def renamed_model(task: str, name: str, source: str = "<spec>") -> str:
+    """The current name of the `task` model called `name` (itself unless renamed, with a warning)."""
+    new = RENAMED_MODELS.get((task, name))
+    if new is None:
+        return name
+    _deprecated(f"{source}: model {name!r} was renamed {new!r}")
+    return new
+
+
+def _deprecated(message: str) -> None:
+    warnings.warn(f"{message}; the old name still loads, but is deprecated", FutureWarning, stacklevel=4)
+
+
+def _mapping_at(raw: dict, keys: list[str], create: bool = False) -> dict | None:
+    """The mapping at `keys` in `raw` (made, with `create`), or None where something else is there."""
+    node: Any = raw
+    for key in keys:
+        if create and key not in node:
+            node[key] = {}
+        node = node.get(key)
+        if not isinstance(node, dict):
+            return None
+    return node
 
 
 def apply_override(raw: dict, item: str) -> tuple:

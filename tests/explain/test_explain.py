@@ -90,7 +90,7 @@ def test_json_for_the_server(trained_run: dlforge.Run, sentiment_run: Path) -> N
 
 
 def test_forecast_attributions_over_the_lookback_window(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
-    predictor = dlforge.load(tiny_runs("lstm_forecaster"))
+    predictor = dlforge.load(tiny_runs("forecasting"))
     items = predictor.evaluation_data()[0][:1]
     assert methods(predictor) == ("ig", "saliency", "occlusion")
     (e,) = explain(predictor, items, target="p90")
@@ -106,7 +106,7 @@ def test_forecast_attributions_over_the_lookback_window(tiny_runs: Callable[[str
 
 
 def test_grad_cam_for_a_chosen_box(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
-    predictor = dlforge.load(tiny_runs("yolo"))
+    predictor = dlforge.load(tiny_runs("object_detection"))
     items = predictor.evaluation_data()[0][:1]
     found = predictor.predict(items, conf=0.0)[0]["objects"]
     assert methods(predictor)[0] == "gradcam"  # the detection task's default

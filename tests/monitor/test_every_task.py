@@ -11,7 +11,7 @@ from dlforge.run import Run
 from tests.tasks.test_forecasting import monthly_table
 
 
-@pytest.mark.parametrize("name", ["segmentation", "yolo"])
+@pytest.mark.parametrize("name", ["semantic_segmentation", "object_detection"])
 def test_dense_tasks_compare_inputs_and_predictions(name, tiny_runs, tmp_path):
     run = tiny_runs(name)
     profile, reference = read_profile(run)
@@ -24,7 +24,7 @@ def test_dense_tasks_compare_inputs_and_predictions(name, tiny_runs, tmp_path):
 
 
 def test_forecasting_names_the_shifted_covariate(tiny_runs, tmp_path):
-    run = tiny_runs("lstm_forecaster")
+    run = tiny_runs("forecasting")
     profile, reference = read_profile(run)
     assert {"sales", "temp", "promo", "sales_std", "prediction_p50"} <= set(reference.columns)
     assert profile["columns"]["temp"]["type"] == "numeric" and len(profile["columns"]["temp"]["histogram"]["counts"])

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import dlforge
+from dlforge.data.examples import monthly_sales
 from dlforge.data.windows import change_scale, cut
 from dlforge.registry import FORECASTERS, TASKS
 from dlforge.spec import validate_spec
@@ -22,18 +23,8 @@ MARK = 1e9  # a value no honest window of the past can hold
 
 def monthly_table(n: int = 120, ids: tuple[str, ...] = ("a", "b"), seed: int = 0) -> pd.DataFrame:
     """Long table: a seasonal series per id with a trend, a past covariate, a known-future promotion and a
-    static region."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    stamps = pd.date_range("2010-01-01", periods=n, freq="MS")
-    for k, sid in enumerate(ids):
-        t = np.arange(n)
-        promo = (rng.random(n) < 0.2).astype(float)
-        y = 50 + 20 * k + 0.2 * t + 8 * np.sin(2 * np.pi * t / 12) + 5 * promo + rng.normal(0, 0.5, n)
-        temp = 10 + 5 * np.cos(2 * np.pi * t / 12) + rng.normal(0, 0.3, n)
-        rows += [{"timestamp": s.date().isoformat(), "series_id": sid, "sales": v, "temp": tc, "promo": p,
-                  "region": "north" if k == 0 else "south"} for s, v, tc, p in zip(stamps, y, temp, promo, strict=True)]
-    return pd.DataFrame(rows)
+    static region (the forecasting example's data)."""
+    return monthly_sales(n, ids, seed)
 
 
 def spec(source: Path | str, **over: object) -> dict:

@@ -163,7 +163,7 @@ def test_accumulated_batches_equal_one_large_batch() -> None:
     small, large = nn.Linear(4, 1), nn.Linear(4, 1)
     small.load_state_dict(init.state_dict())
     large.load_state_dict(init.state_dict())
-    a = fit(small, epochs=2, batch_size=32, accumulate=3, optimizer=sgd, scheduler="linear", warmup=1)
+    a = fit(small, epochs=2, batch_size=32, accumulate_grad_batches=3, optimizer=sgd, scheduler="linear", warmup=1)
     b = fit(large, epochs=2, batch_size=96, optimizer=sgd, scheduler="linear", warmup=1)
     assert a.global_step == b.global_step == 4
     for p, q in zip(small.parameters(), large.parameters(), strict=True):
@@ -173,7 +173,7 @@ def test_accumulated_batches_equal_one_large_batch() -> None:
 
 def test_accumulation_with_a_short_last_group() -> None:
     # 6 batches in groups of 4: the last group has 2 batches and still steps, averaged over 2.
-    trainer = fit(nn.Linear(4, 1), epochs=1, batch_size=32, accumulate=4)
+    trainer = fit(nn.Linear(4, 1), epochs=1, batch_size=32, accumulate_grad_batches=4)
     assert trainer.global_step == 2
 
 

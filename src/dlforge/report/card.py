@@ -25,8 +25,9 @@ HUB_TASKS = {"semantic_segmentation": "image-segmentation", "forecasting": "time
 UNSTATED = "_Not stated: write it in the spec's `card.{field}`._"
 
 
-def build_card(run: Run) -> str:
-    """The card's markdown: front matter, then one section per part of Mitchell et al."""
+def build_card(run: Run, completion: dict[str, Any] | None = None) -> str:
+    """The card's markdown: front matter, then one section per part of Mitchell et al. `completion`: the run's
+    COMPLETE summary, when the card is written before that marker."""
     spec, meta = run.read_spec(), run.read_meta()
     result = run.read_eval() or {}
     audit = _read_json(run.path / "audit" / "audit.json")
@@ -35,7 +36,7 @@ def build_card(run: Run) -> str:
     lines = ["---", _front_matter(spec, meta, result).strip(), "---", "",
              f"# Model card: {spec.name}", "", spec.description or "", ""]
     sections = {
-        "Model Details": _details(run, spec, meta),
+        "Model Details": _details(run, spec, meta, completion or run.completion() or {}),
         "Intended Use": [_stated(spec.card.intended_use, "intended_use"), "",
                          f"**Out of scope:** {_stated(spec.card.out_of_scope, 'out_of_scope')}"],
         "Factors": _factors(audit, profile),
@@ -86,12 +87,11 @@ def _base_model(spec: Any) -> str | None:
     return None
 
 
-def _details(run: Run, spec: Any, meta: dict[str, Any]) -> list[str]:
-    complete = run.completion() or {}
+def _details(run: Run, spec: Any, meta: dict[str, Any], complete: dict[str, Any]) -> list[str]:
+    epochs, best = (meta.get(k, complete.get(k, "?")) for k in ("epochs", "best_epoch"))
     rows = [("Task", spec.task), ("Architecture", f"`{meta.get('model')}` {json.dumps(meta.get('model_kwargs', {}))}"),
             ("Weights started from", spec.model.pretrained or _base_model(spec) or "random initialisation"),
-            ("Trained", f"{complete.get('epochs', '?')} epochs (best {complete.get('best_epoch', '?')}), "
-                        f"on {meta.get('device', '?')} x {meta.get('world_size', 1)}"),
+            ("Trained", f"{epochs} epochs (best {best}), on {meta.get('device', '?')} x {meta.get('world_size', 1)}"),
             ("Weights", f"`model.safetensors`, SHA-256 `{run.weights_digest()[:12]}`"),
             ("Software", ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())),
             ("Authors", spec.card.authors or "not stated"), ("License", spec.card.license or "not stated"),

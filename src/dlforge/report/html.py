@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlforge._io import atomic_write_text
 from dlforge.pages import Section, figure, render, table
@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from dlforge.spec import SpecBase
 
 
-def write_report(run: Run) -> Path:
-    """Build report.html from what the run directory holds."""
+def write_report(run: Run, completion: dict[str, Any] | None = None) -> Path:
+    """Build report.html from what the run directory holds. `completion`: the summary of a run about to be marked
+    complete (the pipeline writes the report before the COMPLETE marker, which stays the last file written)."""
     from dlforge import plots
     from dlforge.registry import TASKS
     from dlforge.report.card import build_card
@@ -29,8 +30,9 @@ def write_report(run: Run) -> Path:
     meta, history, spec = run.read_meta(), run.read_metrics(), run.read_spec()
     task = TASKS.get(spec.task)(spec)
     figures = run.path / "plots"
-    status = run.status()
-    sections = [Section("Summary", _summary(run, spec, meta, history, status))]
+    complete = completion or run.completion()
+    status = "complete" if complete else run.status()
+    sections = [Section("Summary", _summary(spec, meta, history, status, complete or {}))]
     if history:
         plots.training_curves(history, figures / "training_curves.png")
         flow = plots.grad_flow(history, figures / "grad_flow.png")
@@ -46,7 +48,7 @@ def write_report(run: Run) -> Path:
         sections += task.report_sections(run)
     from markdown_it import MarkdownIt  # rich's markdown parser
 
-    card = build_card(run)
+    card = build_card(run, complete)
     atomic_write_text(run.path / "card.md", card)
     card = card.split("---", 2)[-1]  # the front matter is for the hub, not for reading
     card = "\n".join("#" + line if line.startswith("## ") else line  # its sections sit under the report's
@@ -58,8 +60,7 @@ def write_report(run: Run) -> Path:
     return atomic_write_text(run.path / "report.html", page)
 
 
-def _summary(run: Run, spec: SpecBase, meta: dict, history: list[dict], status: str) -> str:
-    complete = run.completion() or {}
+def _summary(spec: SpecBase, meta: dict, history: list[dict], status: str, complete: dict[str, Any]) -> str:
     rows = [["task", spec.task], ["model", meta.get("model")], ["status", status],
             ["labels", ", ".join(meta.get("classes", []))[:200]],
             ["examples (train / val / test)", " / ".join(str(v) for v in meta.get("sizes", {}).values())],

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dlforge.errors import DlforgeError
+from dlforge.run_meta import RunMeta
 from dlforge.spec import SpecBase, StrictModel
 from dlforge.tasks.capabilities import Capability, ExplainTarget  # noqa: F401  (ExplainTarget: re-exported)
 
@@ -63,6 +64,8 @@ class Inference(Protocol):
 
 class Task:
     spec_class: ClassVar[type[SpecBase]]
+    # What its runs' meta.json holds: a task whose meta has keys of its own declares a RunMeta subclass.
+    meta_class: ClassVar[type[RunMeta]] = RunMeta
     default_monitor: ClassVar[str] = "val/loss"
     # Keyword options of a prediction (thresholds, horizon, generation length): `forward` and `postprocess`
     # both receive them and each uses its own.

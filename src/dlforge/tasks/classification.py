@@ -32,7 +32,9 @@ class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Rep
     graph_outputs = ("logits",)  # (B, K)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, targets)  # outputs: (B, K) logits, targets: (B,)
+        # outputs: (B, K) logits, targets: (B,). With train.label_smoothing a, the cross-entropy against
+        # (1 - a)·one-hot + a/K (Müller et al. 2019: smoother targets, less over-confident predictions).
+        return F.cross_entropy(outputs, targets, label_smoothing=self.spec.train.label_smoothing)
 
     def metrics(self, meta: dict[str, Any]) -> MetricCollection:
         from torchmetrics import MetricCollection  # imports scipy and matplotlib: only when training
@@ -94,13 +96,19 @@ class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Rep
 
     def evaluate(self, predictor: Inference, items: Sequence[Any], targets: Any, plots_dir: Path) -> dict[str, Any]:
         classes = predictor.meta["classes"]
-        probs = self.probabilities(predictor.outputs(items), predictor.meta)  # (N, K)
+        logits = predictor.outputs(items)  # (N, K)
+        probs = self.probabilities(logits, predictor.meta)  # (N, K), temperature-scaled
         from dlforge import plots  # matplotlib: only when drawing
 
-        result = classification_metrics(probs, torch.as_tensor(targets), classes)
+        targets_t = torch.as_tensor(targets)
+        result = classification_metrics(probs, targets_t, classes)
+        # The same predictions before temperature scaling (T = 1): what scaling changed. Accuracy cannot change.
+        raw = classification_metrics(logits.float().softmax(dim=-1), targets_t, classes)
+        result["calibration"] = {"temperature": predictor.meta.get("temperature", 1.0), "bins": CALIBRATION_BINS,
+                                 "before": calibration_summary(raw), "after": calibration_summary(result)}
         plots_dir.mkdir(parents=True, exist_ok=True)
         plots.confusion_matrix(np.array(result["confusion_matrix"]), classes, plots_dir / "confusion_matrix.png")
-        plots.reliability(result["reliability"], result["metrics"]["ece"], plots_dir / "reliability.png")
+        plots.reliability_before_after(result["calibration"], plots_dir / "reliability.png")
         self.plot_examples(items, np.asarray(targets), probs.numpy(), classes, plots_dir / "examples.png")
         return result
 
@@ -111,19 +119,27 @@ class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Rep
     def report_sections(self, run: Run) -> list[Section]:
         ev = run.read_eval()
         if ev is None:
-            return []
+            return sharpness_sections(run)
         m = ev["metrics"]
         summary = table(["metric", "value"], [[k, f"{m[k]:.4f}"] for k in
                                               ("accuracy", "f1_macro", "ece", "log_loss")])
         per_class = table(["class", "precision", "recall", "f1", "support"],
                           [[c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}",
                             c["support"]] for c in ev["per_class"]])
+        cal = ev.get("calibration")  # evaluations written before it existed have none
+        reliability = "Reliability diagram: confidence against accuracy" + (
+            f", before and after temperature scaling (T = {cal['temperature']:.3g})" if cal else "")
         pics = [figure(run.path / "plots" / name, caption) for name, caption in (
             ("confusion_matrix.png", "Confusion matrix (rows: true, columns: predicted)"),
-            ("reliability.png", "Reliability diagram: confidence against accuracy"),
+            ("reliability.png", reliability),
             ("examples.png", "Test examples, errors first (red: wrong)"))]
-        return [Section("Evaluation", f"<p>On {ev['n']} examples ({ev['data']}).</p>" + summary + per_class
-                        + "".join(pics))]
+        calibration = "" if cal is None else table(
+            ["", "ECE", "log loss", "mean confidence"],
+            [[f"{when} temperature scaling", f"{cal[when]['ece']:.4f}", f"{cal[when]['log_loss']:.4f}",
+              f"{cal[when]['mean_confidence']:.4f}"] for when in ("before", "after")])
+        sections = [Section("Evaluation", f"<p>On {ev['n']} examples ({ev['data']}).</p>" + summary + per_class
+                            + calibration + "".join(pics))]
+        return sections + sharpness_sections(run)
 
 
 def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
@@ -159,6 +175,33 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: 
         "reliability": reliability_bins(confidence, predicted == targets),
         "headline": {"name": "accuracy", "value": accuracy},
     }
+
+
+def calibration_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Calibration as `classification_metrics` measured it: ECE, log loss, accuracy, mean confidence, the bins."""
+    bins = result["reliability"]
+    confidence = sum(b["confidence"] * b["n"] for b in bins if b["n"]) / max(sum(b["n"] for b in bins), 1)
+    return {"ece": result["metrics"]["ece"], "log_loss": result["metrics"]["log_loss"],
+            "accuracy": result["metrics"]["accuracy"], "mean_confidence": confidence, "reliability": bins}
+
+
+def sharpness_sections(run: Run) -> list[Section]:
+    """The section `dlforge diagnose RUN --sharpness` adds to the report (from <run>/diagnostics/sharpness.json):
+    the top Hessian eigenvalues of the training loss against 2/η for the run's final learning rate η."""
+    import html
+    import json
+
+    path = run.path / "diagnostics" / "sharpness.json"
+    if not path.exists():
+        return []
+    s = json.loads(path.read_text())
+    rows = [["top Hessian eigenvalues", ", ".join(f"{v:.4g}" for v in s["eigenvalues"])],
+            ["final learning rate η", f"{s['lr']:.3g} ({s['optimizer']}; peak {s['peak_lr']:.3g})"],
+            [f"stability threshold, {s['threshold_rule']}", "∞" if s["threshold"] is None else f"{s['threshold']:.4g}"],
+            ["λ_max / threshold (1 = at the edge)", f"{s['ratio']:.3g}"],
+            ["measured on", f"{s['examples']} training examples, {s['mode']}"]]
+    return [Section("Sharpness", f"<p>{html.escape(s['verdict'])}</p>" + table(["", ""], rows)
+                    + figure(run.path / "plots" / "sharpness.png", "Sharpness: top Hessian eigenvalues against 2/η"))]
 
 
 def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = CALIBRATION_BINS) -> list[dict]:

@@ -26,6 +26,7 @@ from dlforge.errors import DataError, DlforgeError
 from dlforge.models import recurrent  # noqa: F401  (registers the forecasters before the spec's default)
 from dlforge.pages import Section, figure, table
 from dlforge.registry import FORECASTERS, TASKS
+from dlforge.run_meta import RunMeta
 from dlforge.spec import ModelSpec, SpecBase, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared, Task
 from dlforge.tasks.capabilities import Explainable, ExplainTarget, Exportable, ForecastsAhead, Profiled, Reported
@@ -120,10 +121,23 @@ def quantile_name(q: float) -> str:
     return f"p{round(q * 100, 4):g}"
 
 
+class ForecastingMeta(RunMeta):
+    """A forecaster's meta: its cell and quantiles, the series' scaling and encoding, the interval calibration."""
+
+    cell: str
+    quantiles: list[float]
+    encoding: dict[str, Any] = Field(description="scales and covariate encoding, fit on each series' train part")
+    series: int = Field(description="series in the data")
+    filled: int = Field(0, description="missing steps filled (data.missing)")
+    interval_factors: list[float] | None = Field(None, description="per quantile: the stretch of its distance from "
+                                                                   "the median, fit on the validation windows")
+
+
 @TASKS.register("forecasting")
 class Forecasting(Task, Exportable, Explainable, Profiled, Reported, ForecastsAhead):
     wire = SeriesWire()
     spec_class = ForecastingSpec
+    meta_class = ForecastingMeta
     default_monitor = "val/loss"
     prediction_options = ("horizon",)
     graph_outputs = ("quantiles",)  # (B, H, Q) in scaled units, before sorting and calibration

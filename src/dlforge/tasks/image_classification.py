@@ -92,7 +92,7 @@ class ImageClassification(ClassificationTask):
         """The digits (8 x 8, built in) and a narrow resnet_small."""
         return {"name": "digits-example", "task": "image_classification",
                 "data": {"source": "builtin:digits", "split": {"val": 0.1, "test": 0.2, "seed": 0}},
-                "model": {"name": "resnet_small", "kwargs": {"width": 16}},
+                "model": {"name": "resnet_small", "kwargs": {"width": 8}},
                 "train": {"epochs": 1, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0}}
 
     def _read(self, source: str, classes: list[str] | None = None) -> ImageSet:

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from dlforge.errors import DataError
 from dlforge.models.hf import DEFAULT, add_lora, freeze, load_tokenizer
+from dlforge.run_meta import RunMeta
 from dlforge.spec import ModelSpec, StrictModel
 from dlforge.tasks.capabilities import Tokenized
 from dlforge.wire import TextWire
@@ -80,10 +81,22 @@ class TokenDataset(Dataset):
         return inputs, torch.as_tensor([t for _, t in rows])
 
 
+class LanguageMeta(RunMeta):
+    """A text model's meta: how to rebuild it without its hub checkpoint (config, LoRA, frozen layers)."""
+
+    tokenizer: str | None = None
+    init: Literal["pretrained", "random"] = "pretrained"
+    lora: dict[str, Any] | None = None
+    freeze: list[str] = Field(default_factory=list)
+    hf_config: dict[str, Any] | None = Field(None, alias="model_config", description="a hf model's config")
+    parameters: dict[str, int] | None = Field(None, description="trainable and total")
+
+
 class LanguageTask(Tokenized):
     """Mixin for text tasks: `tokenizer_` is set in `prepare` (from the spec) or `load_assets` (from a run)."""
 
     wire = TextWire()
+    meta_class = LanguageMeta
 
     spec: Any
     tokenizer_: PreTrainedTokenizerBase

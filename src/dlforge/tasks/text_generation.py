@@ -23,7 +23,7 @@ from dlforge.registry import LANGUAGE_MODELS, TASKS
 from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared, Task, prediction_settings
 from dlforge.tasks.capabilities import Capability, Exportable, Reported
-from dlforge.tasks.language import LanguageModelSpec, LanguageTask, TokenDataset, text_items
+from dlforge.tasks.language import LanguageMeta, LanguageModelSpec, LanguageTask, TokenDataset, text_items
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -87,9 +87,14 @@ class TokenPerplexity(Metric):
         return torch.exp(self.nll / self.tokens.clamp_min(1))
 
 
+class TextGenerationMeta(LanguageMeta):
+    before_fine_tuning: dict[str, float] | None = Field(None, description="the starting model's test perplexity")
+
+
 @TASKS.register("text_generation")
 class TextGeneration(LanguageTask, Task, Reported):
     spec_class = TextGenerationSpec
+    meta_class = TextGenerationMeta
     prediction_options = tuple(GenerateSpec.model_fields)
     # Not Profiled: a profile predicts its reference items, and generating for 2000 prompts costs more than training.
     declined: ClassVar[dict[type[Capability], str]] = {Exportable: (
@@ -100,7 +105,8 @@ class TextGeneration(LanguageTask, Task, Reported):
     def example_spec(cls, folder: Path) -> dict[str, Any]:
         """A corpus of short film reviews (folder/corpus.txt) and a 2-layer, 32-wide GPT-2 with fresh weights and a
         byte-level BPE tokenizer trained on the same sentences (folder/tiny-gpt2), saved as a hub model is: nothing
-        downloaded. Fine-tune a pretrained model instead with `model: {name: hf:distilgpt2}`."""
+        downloaded; predictions continue a prompt by 8 tokens. Fine-tune a pretrained model instead with
+        `model: {name: hf:distilgpt2}`."""
         from dlforge.data.examples import paragraphs, reviews
 
         folder = Path(folder)
@@ -112,7 +118,8 @@ class TextGeneration(LanguageTask, Task, Reported):
                 "data": {"source": str(corpus), "block_size": 32, "split": {"val": 0.1, "test": 0.1, "seed": 0}},
                 "model": {"name": f"hf:{model}"},
                 "train": {"epochs": 1, "batch_size": 8, "optimizer": {"lr": 1e-2}, "scheduler": "linear",
-                          "warmup": 0.1, "seed": 0}}
+                          "warmup": 0.1, "seed": 0},
+                "predict": {"max_new_tokens": 8}}
 
     # ------------------------------------------------------------ data
     def _blocks(self, table: TextTable) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:

@@ -101,7 +101,7 @@ class GradientFlow(Callback):
     def on_train_backward_end(self, trainer: Trainer) -> None:
         # Every `every`-th optimizer step and the epoch's last one, so each epoch has at least one sample.
         i = trainer.batch_index
-        if (i // trainer.config.accumulate + 1) % self.every and i + 1 != trainer.num_batches:
+        if (i // trainer.config.accumulate_grad_batches + 1) % self.every and i + 1 != trainer.num_batches:
             return
         named = [(n, p.grad) for n, p in trainer.model.named_parameters() if p.grad is not None]
         if not named:

@@ -126,7 +126,7 @@ class Trainer:
             self.train_sampler.set_epoch(self.epoch)
         loss_sum = torch.zeros((), device=self.device)
         count = torch.zeros((), device=self.device)
-        accumulate = self.config.accumulate
+        accumulate = self.config.accumulate_grad_batches
         self.optimizer.zero_grad(set_to_none=True)
         for index, batch in enumerate(self.train_loader):
             self.batch_index = index
@@ -314,7 +314,7 @@ class Trainer:
 
     def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
         cfg = self.config
-        total = cfg.epochs * math.ceil(self.num_batches / cfg.accumulate)  # optimizer steps
+        total = cfg.epochs * math.ceil(self.num_batches / cfg.accumulate_grad_batches)  # optimizer steps
         if cfg.scheduler == "onecycle":
             if cfg.warmup:
                 raise DlforgeError("train.warmup: onecycle has its own warm-up; set train.warmup: 0")
