@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.conftest import cli, digits_spec, write_digit_folder, write_spec
 
@@ -58,3 +59,94 @@ def test_data_errors_exit_2_naming_the_file(tmp_path: Path) -> None:
     (run,) = list((tmp_path / "runs").iterdir())  # the run that failed says so, and is not complete
     assert (run / "FAILED").exists() and not (run / "COMPLETE").exists()
     assert "failed" in cli("runs", tmp_path / "runs").stdout
+
+
+def test_prediction_options_are_the_tasks_own(tmp_path: Path) -> None:
+    """`-o NAME=VALUE` takes the run's task's prediction options (the value read as YAML, validated by the task's
+    predict spec); a wrong name or value exits 2 naming the option; the old flags still work, deprecated."""
+    import numpy as np
+    from PIL import Image
+
+    import dlforge
+    from tests.tasks.test_detection import detection_spec
+
+    spec = detection_spec(data={"builtin": {"count": 12, "size": 64, "max_objects": 2}}, train={"epochs": 1})
+    run = dlforge.train(dlforge.validate_spec(spec), runs_dir=tmp_path / "runs", progress=False).path
+    images = []
+    for i in range(2):
+        images.append(tmp_path / f"in{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images[-1])
+
+    # every candidate scores >= 0, and one is kept per image; --conf is the old spelling of -o conf
+    proc = cli("predict", run, *images, "--conf", "0", "-o", "max_det=1", check=True)
+    assert [len(p["objects"]) for p in json.loads(proc.stdout)] == [1, 1]
+    assert "--conf is deprecated: use -o conf=0" in proc.stderr
+
+    for bad, named in ((["-o", "conff=0.5"], "-o conff: object_detection predictions take no option conff (did "
+                                              "you mean 'conf'?)"),
+                       (["-o", "conf=2"], "prediction option conf=2: input should be less than or equal to 1")):
+        proc = cli("predict", run, images[0], *bad)
+        assert proc.returncode == 2, proc.stderr
+        assert named in " ".join(proc.stderr.split()).lower() and "Traceback" not in proc.stderr
+
+
+def test_prediction_option_values_are_yaml_and_the_help_lists_each_tasks_options(capsys: pytest.CaptureFixture
+                                                                                 ) -> None:
+    from typer.main import get_command
+
+    from dlforge.cli import _parse_options, app
+    from dlforge.errors import DlforgeError
+
+    assert _parse_options(["conf=0.5", "max_det=3", "seed=null", "stop=[a, b]", "x=a=b"]) == {
+        "conf": 0.5, "max_det": 3, "seed": None, "stop": ["a", "b"], "x": "a=b"}
+    with pytest.raises(DlforgeError, match=r"^-o max_det=\[1: the value is not valid YAML$"):
+        _parse_options(["max_det=[1"])
+    with pytest.raises(DlforgeError, match=r"^-o conf: expected NAME=VALUE"):
+        _parse_options(["conf"])
+
+    command = get_command(app).commands["predict"]
+    command.get_help(command.make_context("predict", ["--help"], resilient_parsing=True))
+    helped = " ".join(capsys.readouterr().out.split())
+    for task, options in (("object_detection", "conf (keep detections scoring at least this; default 0.25)"),
+                          ("text_generation", "max_new_tokens (default 50)"), ("forecasting", "horizon")):
+        assert f"{task}: {options}" in helped
+    assert "image_classification" not in helped  # it takes no options
+
+
+def test_a_capability_adds_its_verb_through_the_registry() -> None:
+    """`dlforge forecast` is registered by its own module and added by the CLI, as any registered verb is: with its
+    typed options, and the CLI's error handling (a DlforgeError: one line, exit 2)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from dlforge.cli import add_verbs, app
+    from dlforge.errors import DlforgeError
+    from dlforge.future import forecast_command
+    from dlforge.registry import COMMANDS, Registry
+
+    assert COMMANDS.get("forecast") is forecast_command
+    (added,) = [c for c in app.registered_commands if c.name == "forecast"]
+    assert added.callback.__wrapped__ is forecast_command
+
+    verbs = Registry("command")
+
+    @verbs.register("greet")
+    def greet(name: str, loud: bool = False) -> None:
+        """Say hello."""
+        if name == "nobody":
+            raise DlforgeError("nobody to greet")
+        print(f"hello {name}{'!' if loud else ''}")
+
+    cli_app = typer.Typer()
+
+    @cli_app.callback()
+    def root() -> None:
+        """A CLI of registered verbs only."""
+
+    add_verbs(cli_app, verbs)
+    runner = CliRunner()
+    assert "Say hello." in runner.invoke(cli_app, ["--help"]).output
+    done = runner.invoke(cli_app, ["greet", "ada", "--loud"])
+    assert done.exit_code == 0 and done.stdout == "hello ada!\n"
+    failed = runner.invoke(cli_app, ["greet", "nobody"])
+    assert failed.exit_code == 2 and "error: nobody to greet" in failed.stderr

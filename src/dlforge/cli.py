@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from typer.core import TyperCommand
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dlforge: from a YAML spec to a trained, evaluated, reported model.")
@@ -131,22 +132,29 @@ def _metrics_table(result: dict, title: str) -> Table:
     return table
 
 
-@app.command()
+class _PredictCommand(TyperCommand):
+    """`dlforge predict`: its help ends with each task's prediction options, read from the registered tasks when the
+    help is shown; `--conf 0.5`, a task option's flag from before `-o`, still parses (deprecated) as `-o conf=0.5`."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.epilog = _options_help()
+        super().format_help(ctx, formatter)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _old_option_flags(self, args))
+
+
+@app.command(cls=_PredictCommand)
 @_friendly
 def predict(run: RunArg,
             inputs: Annotated[list[Path] | None, typer.Argument(help="input files (images, ...)",
                                                               show_default=False)] = None,
             text: Annotated[list[str] | None, typer.Option("--text", "--prompt",
                                                            help="text tasks: a text (or prompt); repeatable")] = None,
+            option: Annotated[list[str] | None, typer.Option(
+                "--option", "-o", show_default=False, help="a prediction option of the run's task as NAME=VALUE "
+                "(VALUE read as YAML), e.g. -o conf=0.5; repeatable. Each task's options are listed below.")] = None,
             device: str = "cpu",
-            conf: Annotated[float | None, typer.Option(help="detection: minimum score")] = None,
-            iou: Annotated[float | None, typer.Option(help="detection: NMS IoU threshold")] = None,
-            max_det: Annotated[int | None, typer.Option(help="detection: most objects per image")] = None,
-            max_new_tokens: Annotated[int | None, typer.Option(help="generation: tokens to add")] = None,
-            temperature: Annotated[float | None, typer.Option(help="generation: 0 greedy, > 0 sampling")] = None,
-            top_k: Annotated[int | None, typer.Option(help="generation: sample from the k likeliest")] = None,
-            top_p: Annotated[float | None, typer.Option(help="generation: nucleus sampling mass")] = None,
-            seed: Annotated[int | None, typer.Option(help="generation: seed for sampling")] = None,
             save_images: Annotated[Path | None, typer.Option(help="write annotated images (PNG) here")] = None,
             ) -> None:
     """Predict for input files or texts; prints a JSON list."""
@@ -155,15 +163,99 @@ def predict(run: RunArg,
 
     if bool(inputs) == bool(text):
         raise DlforgeError("give input files (dlforge predict RUN a.png b.png) or texts (--text \"...\"), not both")
+    options = _parse_options(option or [])
     predictor = dlforge.load(run, device=device)
-    given = {"conf": conf, "iou": iou, "max_det": max_det, "max_new_tokens": max_new_tokens,
-             "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
-    options = {k: v for k, v in given.items() if v is not None}
+    _check_option_names(options, predictor)
     items = [str(p) for p in inputs] if inputs else list(text)
-    predictions = predictor.predict(items, **options)
+    predictions = predictor.predict(items, **options)  # the task validates the values, naming the option
     if save_images is not None:
         _save_annotated(predictor, inputs or [], predictions, save_images)
     print(json.dumps([{"input": item, **pred} for item, pred in zip(items, predictions, strict=True)], indent=2))
+
+
+def _parse_options(given: list[str]) -> dict[str, Any]:
+    """`-o NAME=VALUE` strings -> {name: value}, each value read as YAML (0.5, 6, true, null, [1, 2])."""
+    import yaml
+
+    from dlforge.errors import DlforgeError
+
+    options = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise DlforgeError(f"-o {item}: expected NAME=VALUE, e.g. -o conf=0.5")
+        try:
+            options[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise DlforgeError(f"-o {name}={value}: the value is not valid YAML") from None
+    return options
+
+
+def _check_option_names(options: dict[str, Any], predictor: Any) -> None:
+    from dlforge.errors import DlforgeError
+    from dlforge.registry import did_you_mean
+
+    allowed = predictor.prediction_options
+    for name in options:
+        if name not in allowed:
+            raise DlforgeError(f"-o {name}: {predictor.meta['task']} predictions take no option {name}"
+                               f"{did_you_mean(name, allowed)}; their options: {', '.join(allowed) or 'none'}")
+
+
+def _task_options() -> dict[str, dict[str, Any]]:
+    """Task -> {option: its field in the task's predict spec (None where the spec has none)}, for each registered
+    task that takes prediction options."""
+    import dlforge.tasks  # noqa: F401  (registers the tasks)
+    from dlforge.registry import TASKS
+
+    found = {}
+    for name in TASKS.names():
+        task = TASKS.get(name)
+        predict = task.spec_class.model_fields.get("predict")
+        fields = getattr(predict.annotation, "model_fields", {}) if predict is not None else {}
+        if task.prediction_options:
+            found[name] = {option: fields.get(option) for option in task.prediction_options}
+    return found
+
+
+def _options_help() -> str:
+    """The end of `dlforge predict --help`: each task's options, described by its predict spec."""
+    from rich.markup import escape
+
+    paragraphs = ["Prediction options (-o NAME=VALUE; default: the run's spec):"]
+    for task, options in _task_options().items():
+        described = []
+        for option, field in options.items():
+            about = [field.description] if field is not None and field.description else []
+            if field is not None and field.default is not None:
+                about.append(f"default {field.default}")
+            described.append(f"{option} ({'; '.join(about)})" if about else option)
+        paragraphs.append(f"{task}: {', '.join(described)}")
+    return "\n\n".join(escape(p) for p in [*paragraphs, "Other tasks take none."])
+
+
+def _old_option_flags(command: TyperCommand, args: list[str]) -> list[str]:
+    """`--conf 0.5` or `--max-new-tokens=6` -> `--option conf=0.5`: flags `predict` had for some tasks' options
+    before `-o` (deprecated, with a warning). Any task's option parses so; other unknown flags stay errors."""
+    own = {flag: p for p in command.params if p.param_type_name == "option" for flag in (*p.opts, *p.secondary_opts)}
+    names = {option for options in _task_options().values() for option in options}
+    rest, parsed = list(args), []
+    while rest:
+        arg = rest.pop(0)
+        flag, eq, value = arg.partition("=")
+        name = flag[2:].replace("-", "_")
+        if arg == "--":
+            return [*parsed, arg, *rest]
+        if flag.startswith("--") and flag not in own and name in names and (eq or rest):
+            value = value if eq else rest.pop(0)
+            log.warning("%s is deprecated: use -o %s=%s", flag, name, value)
+            parsed += ["--option", f"{name}={value}"]
+        else:
+            parsed.append(arg)
+            if arg in own and not own[arg].is_flag and rest:  # its value, whatever it looks like
+                parsed.append(rest.pop(0))
+    return parsed
 
 
 def _save_annotated(predictor: Any, inputs: list[Path], predictions: list[dict], folder: Path) -> None:
@@ -279,31 +371,6 @@ def audit(run: RunArg,
                       f"{row['equalized_odds_difference']:.3f} (on {m['eval_rows']} held-out rows)", highlight=False)
         out.print(f"thresholds stored in {Path(run) / m['thresholds']}", highlight=False)
     out.print(f"wrote {folder / 'audit.json'} and {folder / 'audit.html'}", highlight=False)
-
-
-@app.command()
-@_friendly
-def forecast(run: RunArg,
-             horizon: Annotated[int | None, typer.Option(help="steps ahead (default: the model's horizon)")] = None,
-             data: Annotated[str | None, typer.Option(help="newer history to forecast from (default: the run's "
-                                                           "data)")] = None,
-             future: Annotated[str | None, typer.Option(help="known-future covariates of the steps ahead "
-                                                             "(.csv/.parquet)")] = None,
-             out_dir: Annotated[Path | None, typer.Option("--out", help="where forecast.json/.csv/.png go")] = None,
-             device: str = "cpu") -> None:
-    """Forecast past the end of the data, with intervals: JSON, CSV and a PNG."""
-    from dlforge.future import forecast_run
-
-    forecasts, where = forecast_run(run, horizon, data, future, out_dir, device)
-    table = Table(title=f"{len(forecasts)} series forecast {len(forecasts[0]['timestamps'])} steps ahead")
-    names = [k for k in forecasts[0] if k.startswith("p")]
-    for col in ("series", "last step", *(f"{n} (last step)" for n in names)):
-        table.add_column(col, justify="left" if col == "series" else "right")
-    for f in forecasts[:20]:
-        table.add_row(f["series_id"], f["timestamps"][-1][:19], *(f"{f[n][-1]:.4g}" for n in names))
-    out.print(table)
-    for name in ("forecast.json", "forecast.csv", "forecast.png"):
-        out.print(f"wrote {where / name}")
 
 
 @app.command()
@@ -475,6 +542,79 @@ def _print_summary(run: Any) -> None:
         out.print(_metrics_table(result, f"test: {result['data']} ({result['n']} examples)"))
     out.print(f"report: {run.path / 'report.html'}")
 
+
+
+@app.command("lr-find")
+@_friendly
+def lr_find(spec: Annotated[Path, typer.Argument(help="the spec YAML file", show_default=False)],
+            set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: train.batch_size=32")
+                            ] = None,
+            out_dir: Annotated[Path, typer.Option("--out", help="where lr_find.json and lr_find.png go")
+                               ] = Path("lr-find"),
+            start: Annotated[float, typer.Option(help="first learning rate")] = 1e-7,
+            end: Annotated[float, typer.Option(help="last learning rate")] = 10.0,
+            steps: Annotated[int, typer.Option(help="optimizer steps, the rate growing exponentially")] = 200) -> None:
+    """Learning-rate range test (Smith 2017) on the spec's data and model: a plot and a suggested learning rate."""
+    import dlforge
+    from dlforge.labs.lr_find import lr_range_test
+
+    result = lr_range_test(dlforge.load_spec(spec, set_ or []), out_dir, start=start, end=end, steps=steps)
+    table = Table(title=f"learning-rate range test: {result['steps_taken']} steps ({result['stopped']})")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("suggested train.optimizer.lr (steepest descent)", f"{result['lr']:.3g}")
+    table.add_row("one-cycle maximum (scheduler: onecycle)", f"{result['onecycle_max_lr']:.3g}")
+    table.add_row("loss minimum at", f"{result['min_loss_lr']:.3g}")
+    out.print(table)
+    out.print(f"try: dlforge train {spec} --set train.optimizer.lr={result['lr']:.3g}\n"
+              f"wrote {out_dir / 'lr_find.png'} and {out_dir / 'lr_find.json'}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_friendly
+def diagnose(run: RunArg,
+             sharpness: Annotated[bool, typer.Option("--sharpness", help="top Hessian eigenvalues of the training "
+                                                                         "loss against 2/learning rate")] = False,
+             examples: Annotated[int, typer.Option(help="training examples the loss is measured on")] = 512,
+             top: Annotated[int, typer.Option(help="how many of the largest eigenvalues")] = 5,
+             device: str = "cpu") -> None:
+    """Diagnose a finished run; --sharpness adds its Hessian's top eigenvalues (and a section) to its report."""
+    from dlforge.errors import DlforgeError
+
+    if not sharpness:
+        raise DlforgeError("choose a diagnosis: --sharpness")
+    from dlforge.labs.sharpness import diagnose_sharpness
+
+    result = diagnose_sharpness(run, examples=examples, k=top, device=device)
+    out.print(result["verdict"], highlight=False, soft_wrap=True)
+    out.print(f"eigenvalues: {', '.join(f'{v:.4g}' for v in result['eigenvalues'])}\n"
+              f"wrote {Path(run) / 'diagnostics' / 'sharpness.json'}, {Path(run) / 'plots' / 'sharpness.png'} "
+              f"and the report's Sharpness section", highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------- verbs that capabilities add
+
+# The modules that register verbs in `dlforge.registry.COMMANDS` (each registers its own, beside what it does).
+VERB_MODULES = ("dlforge.future",)
+
+
+def add_verbs(typer_app: typer.Typer, commands: Any) -> None:
+    """Add each verb of the registry `commands` to `typer_app`, its errors reported as the CLI's own verbs' are."""
+    for name in commands.names():
+        typer_app.command(name)(_friendly(commands.get(name)))
+
+
+def _add_registered_verbs() -> None:
+    import importlib
+
+    from dlforge.registry import COMMANDS
+
+    for module in VERB_MODULES:
+        importlib.import_module(module)
+    add_verbs(app, COMMANDS)
+
+
+_add_registered_verbs()
 
 from dlforge.labs.commands import app as lab_app  # noqa: E402  (after `app`: the sub-app joins it)
 

@@ -1,18 +1,48 @@
-"""`dlforge forecast`: a finished forecasting run's quantile forecasts past the end of the data."""
+"""`dlforge forecast`: a finished forecasting run's quantile forecasts past the end of the data.
+
+The verb is registered here (`dlforge.registry.COMMANDS`), beside what it does; `dlforge.cli` adds it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
 
 from dlforge._io import atomic_write, atomic_write_json
 from dlforge.predictor import Predictor
+from dlforge.registry import COMMANDS
 from dlforge.run import Run
 from dlforge.tasks.capabilities import ForecastsAhead
+
+
+@COMMANDS.register("forecast")
+def forecast_command(
+        run: Annotated[Path, typer.Argument(help="a run directory", show_default=False)],
+        horizon: Annotated[int | None, typer.Option(help="steps ahead (default: the model's horizon)")] = None,
+        data: Annotated[str | None, typer.Option(help="newer history to forecast from (default: the run's data)")
+                        ] = None,
+        future: Annotated[str | None, typer.Option(help="known-future covariates of the steps ahead "
+                                                        "(.csv/.parquet)")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out", help="where forecast.json/.csv/.png go")] = None,
+        device: str = "cpu") -> None:
+    """Forecast past the end of the data, with intervals: JSON, CSV and a PNG."""
+    forecasts, where = forecast_run(run, horizon, data, future, out_dir, device)
+    table = Table(title=f"{len(forecasts)} series forecast {len(forecasts[0]['timestamps'])} steps ahead")
+    names = [k for k in forecasts[0] if k.startswith("p")]
+    for col in ("series", "last step", *(f"{n} (last step)" for n in names)):
+        table.add_column(col, justify="left" if col == "series" else "right")
+    for f in forecasts[:20]:
+        table.add_row(f["series_id"], f["timestamps"][-1][:19], *(f"{f[n][-1]:.4g}" for n in names))
+    out = Console()
+    out.print(table)
+    for name in ("forecast.json", "forecast.csv", "forecast.png"):
+        out.print(f"wrote {where / name}")
 
 
 def forecast_run(run_dir: str | os.PathLike, horizon: int | None = None, data: str | None = None,

@@ -89,3 +89,7 @@ FORECASTERS: Registry = Registry("forecasting model")
 TEXT_MODELS: Registry = Registry("text model")
 LANGUAGE_MODELS: Registry = Registry("language model")
 LABS: Registry = Registry("lab")
+# Verbs a capability adds to the `dlforge` command (e.g. `dlforge forecast`): name -> a typer command function (typed
+# parameters; its docstring is the help), registered in the capability's own module, listed in `dlforge.cli`'s
+# `VERB_MODULES`; the CLI adds each one as it adds its own verbs.
+COMMANDS: Registry = Registry("command")

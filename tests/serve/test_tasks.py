@@ -8,11 +8,12 @@ import json
 import pytest
 
 import dlforge
+from dlforge.registry import TASKS
 from tests.serve.conftest import ThreadServer, assert_same_predictions
 
-KINDS = ["image_classification", "segmentation", "yolo", "lstm_forecaster", "hf_text", "text_generation",
-         "tabular_classification"]
-OPTIONS = {"text_generation": {"max_new_tokens": 4, "temperature": 0}, "yolo": {"conf": 0.0001}}
+# every registered task (a tiny run of its example spec), and the text classifier fine-tuned from a hub model
+KINDS = [*TASKS.names(), "hf_text"]
+OPTIONS = {"text_generation": {"max_new_tokens": 4, "temperature": 0}, "object_detection": {"conf": 0.0001}}
 
 
 @pytest.mark.parametrize("kind", KINDS)

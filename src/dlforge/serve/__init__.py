@@ -46,7 +46,7 @@ def serve(run: Path, host: str, port: int, workers: int = 1, backend: str = "tor
     """Run the server until SIGTERM / Ctrl-C. The model is loaded (and its errors reported) before binding."""
     import uvicorn
 
-    from dlforge.serve.app import load_served
+    from dlforge.serve.served import load_served
 
     # uvicorn drains on SIGTERM, then re-raises the signal it caught under the handler it found: a no-op here,
     # so a graceful stop exits 0 (not 143), as container runtimes and process managers expect.
@@ -71,6 +71,7 @@ def serve(run: Path, host: str, port: int, workers: int = 1, backend: str = "tor
 
 def app_from_env() -> Any:
     """uvicorn's factory in each worker process: the app for the run `serve` was given."""
-    from dlforge.serve.app import create_app, load_served
+    from dlforge.serve.app import create_app
+    from dlforge.serve.served import load_served
 
     return create_app(load_served(**json.loads(os.environ[_CONFIG_ENV])))

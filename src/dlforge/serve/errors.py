@@ -1,0 +1,48 @@
+"""Errors as JSON `{"error": "<field>: <what is wrong>"}` with their 4xx status, never a traceback: an unexpected
+failure is logged here and answered with a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from dlforge.errors import DlforgeError, InputError
+
+log = logging.getLogger("dlforge")
+
+
+def validation_error(errors: list[dict[str, Any]], prefix: tuple = ()) -> InputError:
+    """pydantic's first error as an InputError naming the field, e.g. `instances[2].shape`."""
+    err = errors[0]
+    loc = [str(x) for x in (*prefix, *err["loc"]) if x != "body"] or ["body"]
+    where = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc).lstrip(".")
+    return InputError(where, err["msg"].lower(), 422)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, e: InputError) -> JSONResponse:
+        return JSONResponse({"error": str(e), "field": e.field}, e.status)
+
+    @app.exception_handler(DlforgeError)
+    async def user_error(request: Request, e: DlforgeError) -> JSONResponse:
+        return JSONResponse({"error": str(e)}, 400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        err = validation_error(list(e.errors()))
+        return JSONResponse({"error": str(err), "field": err.field}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(e.detail)}, e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, e: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": "internal server error (logged on the server)"}, 500)

@@ -1,0 +1,176 @@
+"""The served model: a run's Predictor and what every route shares around it (settings, batcher, request log, drift
+window, metrics), and `load_served`, which opens a finished run for serving.
+
+The server reaches the model only through the Predictor's public surface, and the run only through `Run`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from dlforge.errors import DlforgeError, InputError
+from dlforge.predictor import Predictor
+from dlforge.request_log import RequestLog
+from dlforge.run import Run
+from dlforge.serve.batching import Batcher
+from dlforge.serve.drift_window import DriftWindow
+from dlforge.serve.metrics import ServerMetrics
+from dlforge.spec import ServeSpec, apply_override
+
+log = logging.getLogger("dlforge")
+
+INLINE_DECODE_BYTES = 64 * 1024
+DLFORGE_VERSION = package_version("dlforge")
+HEALTH_ROUTES = {"/health/live", "/health/ready", "/ping", "/v2/health/live", "/v2/health/ready"}
+
+
+@dataclass
+class Served:
+    """What the routes share: the Predictor and everything around it."""
+
+    predictor: Predictor
+    settings: ServeSpec
+    name: str
+    version: str
+    backend: str
+    api_key: str | None = None
+    load_seconds: float = 0.0
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    batcher: Batcher | None = None
+    request_log: RequestLog | None = None
+    drift_window: DriftWindow | None = None
+    ready: bool = False
+    # The predictions of the wire's example, made by the warm-up: what a prediction holds (the V2 model metadata
+    # lists its fields); empty when the warm-up failed.
+    example_predictions: list[dict[str, Any]] = field(default_factory=list)
+    eval: dict[str, Any] = field(default_factory=dict)  # the run's eval.json
+    health_routes: set[str] = field(default_factory=lambda: set(HEALTH_ROUTES))  # never need the API key
+
+    @property
+    def wire(self) -> Any:
+        return self.predictor.wire
+
+    def decode(self, instances: list[Any], prefix: str = "instances") -> list[Any]:
+        limit = self.settings.limits.max_batch
+        if len(instances) > limit:
+            raise InputError(prefix, f"{len(instances)} instances is over the limit of {limit} per request", 413)
+        return [self.wire.decode(v, f"{prefix}[{i}]", self.settings.limits) for i, v in enumerate(instances)]
+
+    def check_options(self, parameters: dict[str, Any], prefix: str = "parameters") -> None:
+        allowed = self.predictor.prediction_options
+        for name in parameters:
+            if name not in allowed:
+                raise InputError(f"{prefix}.{name}", f"unknown option; this model takes {', '.join(allowed) or 'none'}")
+
+    async def predict(self, instances: list[Any], parameters: dict[str, Any], route: str) -> list[dict[str, Any]]:
+        """Decode, queue for a batch, answer; the time limit covers it all."""
+        self.check_options(parameters)
+        started = time.perf_counter()
+        timeout = self.settings.limits.timeout_s
+        try:
+            predictions = await asyncio.wait_for(self._predict(instances, parameters), timeout)
+        except TimeoutError:
+            raise HTTPException(504, f"no answer within {timeout:g} s (serve.limits.timeout_s)") from None
+        if self.request_log is not None:
+            self.request_log.add(route, instances, predictions, 1000 * (time.perf_counter() - started))
+            self.metrics.log_dropped.set(self.request_log.dropped)
+        return predictions
+
+    async def _predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        self.batcher.arriving += 1  # the batcher may wait for this one
+        try:
+            # Large inputs are decoded in a thread, off the event loop; small ones (most requests) here, where
+            # it costs less than the thread hop.
+            small = sum(len(v) for v in instances if isinstance(v, str | bytes)) < INLINE_DECODE_BYTES
+            items = self.decode(instances) if small else await run_in_threadpool(self.decode, instances)
+        finally:
+            self.batcher.arriving -= 1
+        predictions = await self.batcher.enqueue(items, parameters)  # cancelled on timeout: the batcher skips it
+        if self.drift_window is not None:
+            self.drift_window.add(items)
+        return predictions
+
+    async def warm_up(self) -> None:
+        """One prediction on the wire's example before the first request: lazy initialisation is paid here, and
+        the server learns what a prediction holds. A failure is logged, never fatal."""
+        started = time.perf_counter()
+        try:
+            items = self.decode([self.wire.example(self.predictor.meta)])
+            # in the model's thread, but not through the batcher: the batch metrics count requests only. Without the
+            # fairness thresholds: they read a group column the wire's example does not have, and change no field.
+            p = self.predictor
+
+            def plain(batch: list[Any]) -> list[dict[str, Any]]:
+                return p.postprocess(p.outputs(batch))
+
+            predictions = await asyncio.get_running_loop().run_in_executor(self.batcher.executor, plain, items)
+        except Exception as e:  # the server still serves
+            log.warning("warm-up prediction failed: %s", e)
+            return
+        self.example_predictions = predictions
+        self.load_seconds += time.perf_counter() - started
+
+
+def load_served(run: str | os.PathLike, backend: str = "torch", device: str = "cpu",
+                overrides: list[str] | tuple[str, ...] = ()) -> Served:
+    """Load a run for serving; `overrides` are `serve.<field>=<value>` strings over the spec's `serve:`."""
+    started = time.perf_counter()
+    for item in overrides:  # before the model loads
+        if not item.startswith("serve."):
+            raise DlforgeError(f"--set {item}: only serve.<field> can be set when serving")
+    run = Run.open(run)
+    if backend == "onnx":
+        from dlforge.export import ensure_onnx
+
+        ensure_onnx(run)
+    predictor = Predictor.from_run(run, device=device, backend=backend)
+    settings = _settings(predictor.spec.serve, overrides)
+    digest = run.weights_digest()[:12]
+    served = Served(predictor, settings, predictor.spec.name, digest, backend,
+                    api_key=os.environ.get("DLFORGE_API_KEY") or None)
+    if settings.request_log.sample > 0:
+        served.request_log = RequestLog(_log_path(run.path, settings.request_log.path), settings.request_log.sample,
+                                        f"{served.name}:{digest}")
+    if settings.monitor.window:
+        served.drift_window = DriftWindow(predictor, run.path, settings.monitor, served.metrics)
+    served.eval = run.read_eval() or {}
+    served.load_seconds = time.perf_counter() - started
+    return served
+
+
+def _settings(settings: ServeSpec, overrides: list[str] | tuple[str, ...]) -> ServeSpec:
+    """The spec's `serve:` section with `--set serve.<field>=<value>` overrides, validated."""
+    if not overrides:
+        return settings
+    raw = {"serve": settings.model_dump()}
+    for item in overrides:
+        apply_override(raw, item)
+    try:
+        return ServeSpec.model_validate(raw["serve"])
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DlforgeError(f"--set serve.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _log_path(run: Path, configured: str | None) -> Path:
+    path = Path(os.environ.get("DLFORGE_REQUEST_LOG") or configured or run / "serve" / "requests.sqlite")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if os.access(path.parent, os.W_OK):
+            return path
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"dlforge-requests-{run.name}.sqlite"
+    log.warning("request log: %s is not writable; logging to %s (set DLFORGE_REQUEST_LOG)", path, fallback)
+    return fallback
