@@ -75,24 +75,6 @@ def confusion_matrix(cm: np.ndarray, classes: Sequence[str], path: Path) -> Path
     return save(fig, path)
 
 
-def reliability(bins: list[dict], ece: float, path: Path) -> Path:
-    used = [b for b in bins if b["n"]]
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.5, 5), height_ratios=[3, 1], sharex=True)
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    ax.bar([(b["lo"] + b["hi"]) / 2 for b in used], [b["accuracy"] for b in used],
-           width=[b["hi"] - b["lo"] for b in used], edgecolor="black", alpha=0.7, label="accuracy")
-    ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", color="C3", ms=3,
-            label="mean confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"reliability (ECE {ece:.3f})")
-    ax.legend(fontsize=8)
-    hist.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["n"] for b in bins], width=1 / len(bins),
-             edgecolor="black")
-    hist.set_xlabel("confidence")
-    hist.set_ylabel("count")
-    return save(fig, path)
-
-
 def reliability_before_after(calibration: dict, path: Path) -> Path:
     """Reliability diagrams of the same predictions before (T = 1) and after temperature scaling, side by side,
     with the confidence histogram under each. `calibration`: {"temperature", "before", "after"}, each side with

@@ -24,6 +24,10 @@ log = logging.getLogger("dlforge")
 def _load() -> None:
     """Import the lab modules (they register themselves); lazily, so `dlforge --help` stays fast."""
     import dlforge.labs.attention
+    import dlforge.labs.autodiff
+    import dlforge.labs.entropy
+    import dlforge.labs.gradient_descent
+    import dlforge.labs.hessian
     import dlforge.labs.transfer_learning
     import dlforge.labs.vanishing_gradients  # noqa: F401
 

@@ -32,8 +32,11 @@ def list_() -> None:
 
 
 @app.command()
-def run(name: Annotated[str, typer.Argument(help="the lab's name (see `dlforge lab list`)", show_default=False)],
-        out_dir: Annotated[Path | None, typer.Option("--out", help="output folder", show_default="labs/<name>")] = None,
+def run(name: Annotated[str, typer.Argument(help="the lab's name (see `dlforge lab list`), or `all`: every lab, "
+                                                 "then labs/index.html", show_default=False)],
+        out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (with all: the folder of the labs' "
+                                                                  "folders and index.html)",
+                                                     show_default="labs/<name>, or labs")] = None,
         quick: Annotated[bool, typer.Option(help="a shorter run of the lab's main claims")] = False,
         seed: Annotated[int, typer.Option(help="seed of data and initial weights")] = 0,
         option: Annotated[list[str] | None, typer.Option(
@@ -45,6 +48,9 @@ def run(name: Annotated[str, typer.Argument(help="the lab's name (see `dlforge l
     from dlforge.errors import DlforgeError
     from dlforge.labs import run_lab
 
+    if name == "all":
+        _run_all(out_dir or Path("labs"), quick, seed, option)
+        return
     folder = out_dir or Path("labs") / name
     try:
         options = {}
@@ -63,3 +69,30 @@ def run(name: Annotated[str, typer.Argument(help="the lab's name (see `dlforge l
     out.print(table)
     for file in results.get("files", []):
         out.print(f"wrote {folder / file}", highlight=False)
+
+
+def _run_all(root: Path, quick: bool, seed: int, option: list[str] | None) -> None:
+    """Every lab into root/<name>, then root/index.html over them; a lab that fails is named on the page and in
+    the exit code (1), and the others still run."""
+    from dlforge.labs import describe, run_lab
+    from dlforge.labs.index import write_index
+
+    if option:
+        err.print("[bold red]error:[/] -o/--option sets one lab's options; give a lab's name, not all",
+                  highlight=False)
+        raise typer.Exit(2)
+    labs = describe()
+    failed: dict[str, str] = {}
+    for name in labs:
+        out.print(f"lab {name}{' (quick)' if quick else ''} -> {root / name}", highlight=False)
+        try:
+            results = run_lab(name, root / name, quick=quick, seed=seed)
+        except Exception as e:  # one lab's failure must not lose the others' results
+            failed[name] = f"{type(e).__name__}: {e}"
+            err.print(f"[bold red]lab {name} failed:[/] {failed[name]}", highlight=False, soft_wrap=True)
+            continue
+        out.print(f"  {results['time_s']:.0f} s", highlight=False)
+    index = write_index(root, labs, failed)
+    out.print(f"wrote {index}", highlight=False)
+    if failed:
+        raise typer.Exit(1)

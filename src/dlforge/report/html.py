@@ -46,6 +46,7 @@ def write_report(run: Run, completion: dict[str, Any] | None = None) -> Path:
         sections.append(Section("Training", body))
     if isinstance(task, Reported):
         sections += task.report_sections(run)
+    sections += _sharpness(run)
     from markdown_it import MarkdownIt  # rich's markdown parser
 
     card = build_card(run, complete)
@@ -74,3 +75,19 @@ def _summary(spec: SpecBase, meta: dict, history: list[dict], status: str, compl
         rows.append(["pretrained from", meta["pretrained"]["source"]])
     versions = json.dumps(meta.get("versions", {}))
     return table(["", ""], rows) + f'<p class="muted">versions: {html.escape(versions)}</p>'
+
+
+def _sharpness(run: Run) -> list[Section]:
+    """The section `dlforge diagnose RUN --sharpness` adds to the report (from <run>/diagnostics/sharpness.json):
+    the top Hessian eigenvalues of the training loss against 2/η for the run's final learning rate η."""
+    path = run.path / "diagnostics" / "sharpness.json"
+    if not path.exists():
+        return []
+    s = json.loads(path.read_text())
+    rows = [["top Hessian eigenvalues", ", ".join(f"{v:.4g}" for v in s["eigenvalues"])],
+            ["final learning rate η", f"{s['lr']:.3g} ({s['optimizer']}; peak {s['peak_lr']:.3g})"],
+            [f"stability threshold, {s['threshold_rule']}", "∞" if s["threshold"] is None else f"{s['threshold']:.4g}"],
+            ["λ_max / threshold (1 = at the edge)", f"{s['ratio']:.3g}"],
+            ["measured on", f"{s['examples']} training examples, {s['mode']}"]]
+    return [Section("Sharpness", f"<p>{html.escape(s['verdict'])}</p>" + table(["", ""], rows)
+                    + figure(run.path / "plots" / "sharpness.png", "Sharpness: top Hessian eigenvalues against 2/η"))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from dlforge.tasks.base import Inference
 
 CALIBRATION_BINS = 15
+# The temperature is kept within [0.01, 100]: a validation set the model separates perfectly drives the log loss's
+# minimum towards T = 0 (every confidence 1), which no test set bears out.
+LOG_T_RANGE = (math.log(0.01), math.log(100.0))
 
 
 class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Reported):
@@ -62,12 +66,12 @@ class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Rep
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            loss = F.cross_entropy(logits / log_t.exp(), targets)
+            loss = F.cross_entropy(logits / log_t.clamp(*LOG_T_RANGE).exp(), targets)
             loss.backward()
             return loss
 
         optimizer.step(closure)
-        return {"temperature": round(log_t.exp().item(), 6)}
+        return {"temperature": round(log_t.clamp(*LOG_T_RANGE).exp().item(), 6)}
 
     def probabilities(self, outputs: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
         """(B, K) logits -> calibrated class probabilities."""
@@ -119,7 +123,7 @@ class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Rep
     def report_sections(self, run: Run) -> list[Section]:
         ev = run.read_eval()
         if ev is None:
-            return sharpness_sections(run)
+            return []
         m = ev["metrics"]
         summary = table(["metric", "value"], [[k, f"{m[k]:.4f}"] for k in
                                               ("accuracy", "f1_macro", "ece", "log_loss")])
@@ -139,7 +143,7 @@ class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Rep
               f"{cal[when]['mean_confidence']:.4f}"] for when in ("before", "after")])
         sections = [Section("Evaluation", f"<p>On {ev['n']} examples ({ev['data']}).</p>" + summary + per_class
                             + calibration + "".join(pics))]
-        return sections + sharpness_sections(run)
+        return sections
 
 
 def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
@@ -183,25 +187,6 @@ def calibration_summary(result: dict[str, Any]) -> dict[str, Any]:
     confidence = sum(b["confidence"] * b["n"] for b in bins if b["n"]) / max(sum(b["n"] for b in bins), 1)
     return {"ece": result["metrics"]["ece"], "log_loss": result["metrics"]["log_loss"],
             "accuracy": result["metrics"]["accuracy"], "mean_confidence": confidence, "reliability": bins}
-
-
-def sharpness_sections(run: Run) -> list[Section]:
-    """The section `dlforge diagnose RUN --sharpness` adds to the report (from <run>/diagnostics/sharpness.json):
-    the top Hessian eigenvalues of the training loss against 2/η for the run's final learning rate η."""
-    import html
-    import json
-
-    path = run.path / "diagnostics" / "sharpness.json"
-    if not path.exists():
-        return []
-    s = json.loads(path.read_text())
-    rows = [["top Hessian eigenvalues", ", ".join(f"{v:.4g}" for v in s["eigenvalues"])],
-            ["final learning rate η", f"{s['lr']:.3g} ({s['optimizer']}; peak {s['peak_lr']:.3g})"],
-            [f"stability threshold, {s['threshold_rule']}", "∞" if s["threshold"] is None else f"{s['threshold']:.4g}"],
-            ["λ_max / threshold (1 = at the edge)", f"{s['ratio']:.3g}"],
-            ["measured on", f"{s['examples']} training examples, {s['mode']}"]]
-    return [Section("Sharpness", f"<p>{html.escape(s['verdict'])}</p>" + table(["", ""], rows)
-                    + figure(run.path / "plots" / "sharpness.png", "Sharpness: top Hessian eigenvalues against 2/η"))]
 
 
 def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = CALIBRATION_BINS) -> list[dict]:
