@@ -3,37 +3,15 @@ resolves, no console error); `dlforge lab run all` refuses one lab's options."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 from typer.testing import CliRunner
 
 from dlforge.labs import describe, run_lab
 from dlforge.labs.commands import app
 from dlforge.labs.index import write_index
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _open(page: Path) -> dict:
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        tab = browser.new_page()
-        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        tab.on("pageerror", lambda e: errors.append(str(e)))
-        tab.goto(page.as_uri(), wait_until="load")
-        seen = {"errors": errors,
-                "images": tab.eval_on_selector_all("img", "els => els.map(i => [i.alt, i.complete, i.naturalWidth])"),
-                "links": tab.eval_on_selector_all("a[href]", "els => els.map(a => a.getAttribute('href'))"),
-                "titles": tab.eval_on_selector_all("h2", "els => els.map(e => e.textContent)"),
-                "tables": len(tab.query_selector_all("table"))}
-        browser.close()
-    return seen
+from tests.browser import CHROMIUM, open_page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by `make test` (Debian package)")
@@ -43,7 +21,7 @@ def test_index_opens_in_chromium(tmp_path: Path) -> None:
     (root / "half-written").mkdir()  # a folder without results.json is no finished lab
     index = write_index(root, describe(), failed={"hessian": "RuntimeError: out of memory"})
     assert index == root / "index.html"
-    seen = _open(index)
+    seen = open_page(index)
     assert seen["errors"] == []
     assert seen["titles"] == ["Labs", "autodiff"]
     alts = sorted(alt for alt, _, _ in seen["images"])
@@ -60,7 +38,7 @@ def test_index_opens_in_chromium(tmp_path: Path) -> None:
     # A missing figure is left out rather than shown broken; and the check can fail: a broken one is caught.
     (root / "autodiff" / "parity.png").unlink()
     (root / "autodiff" / "training.png").write_bytes(b"not a png")
-    broken = _open(write_index(root))
+    broken = open_page(write_index(root))
     assert [alt for alt, _, _ in broken["images"]] == ["training.png"]
     assert not all(width > 0 for _, _, width in broken["images"])
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlforge.devices import torch_threads
 from dlforge.labs import autodiff_engine as ad
 from dlforge.labs._digits import Digits, load_digits
 from dlforge.registry import LABS
@@ -291,13 +292,8 @@ def autodiff(out: Path, quick: bool = False, seed: int = 0) -> tuple[dict[str, A
 
     # One thread for numpy's BLAS and for torch: like with like, and steady timings on a shared machine (two
     # BLAS threads waiting on each other made a 0.2 ms forward pass take 15 ms under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            return _experiment(config, Path(out))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), threadpool_limits(1):
+        return _experiment(config, Path(out))
 
 
 def _experiment(config: dict[str, Any], out: Path) -> tuple[dict[str, Any], str]:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dlforge.devices import torch_threads
 from dlforge.registry import LABS
 
 log = logging.getLogger("dlforge")
@@ -169,12 +170,8 @@ def entropy(out: Path, quick: bool = False, seed: int = 0) -> tuple[dict[str, An
     if quick:  # digits at every α; Rotten Tomatoes unsmoothed only, smaller and shorter
         config["digits"].update(epochs=60)
         config["rotten_tomatoes"].update(epochs=4, lr=2e-3, d_model=32, max_length=32, alphas=[0.0])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: a second thread only waits on the first (see vanishing-gradients)
-    try:
+    with torch_threads(1):  # small models: a second thread only waits on the first (see vanishing-gradients)
         return _experiment(config, Path(out))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _experiment(config: dict[str, Any], out: Path) -> tuple[dict[str, Any], str]:

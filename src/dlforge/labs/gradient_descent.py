@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlforge.devices import torch_threads
 from dlforge.registry import LABS
 
 log = logging.getLogger("dlforge")
@@ -209,12 +210,8 @@ def gradient_descent(out: Path, quick: bool = False, seed: int = 0) -> tuple[dic
     if quick:  # the rate claims in full; the range test against a shorter grid and fewer epochs
         config.update(window=[1e-3, 1e-12], other_steps=2000, width=8, epochs=5, grid=[1e-3, 1e-2, 1e-1],
                       range_steps=100, onecycle=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small problems: a second thread only waits on the first (see vanishing-gradients)
-    try:
+    with torch_threads(1):  # small problems: a second thread only waits on the first (see vanishing-gradients)
         return _experiment(config, Path(out))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _experiment(config: dict[str, Any], out: Path) -> tuple[dict[str, Any], str]:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlforge.devices import torch_threads
 from dlforge.labs._digits import load_digits
 from dlforge.registry import LABS
 
@@ -193,12 +194,8 @@ def hessian(out: Path, quick: bool = False, seed: int = 0) -> tuple[dict[str, An
               "data": "builtin:digits, first n training images (split val 0.1 / test 0.2, seed 0), centred"}
     if quick:  # two step sizes that reach the edge within the run
         config.update(examples=500, etas=[0.6, 0.4], steps=800, every=20)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # (500, 100)-sized products: a second thread only waits (see vanishing-gradients)
-    try:
+    with torch_threads(1):  # (500, 100)-sized products: a second thread only waits (see vanishing-gradients)
         return _experiment(config, Path(out))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _experiment(config: dict[str, Any], out: Path) -> tuple[dict[str, Any], str]:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlforge.devices import torch_threads
 from dlforge.models.recurrent import CELLS
 from dlforge.registry import LABS
 from dlforge.tasks.base import Task
@@ -173,12 +174,8 @@ def vanishing_gradients(out: Path, quick: bool = False, seed: int = 0) -> tuple[
         config.update(lengths=[100], trained_cells=["rnn", "lstm"])
     # One CPU thread: a (64, 32) step is too small to split, and with a second busy process on a
     # 2-core machine two threads made a GRU step 11× slower (99 ms against 8.8 ms).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _experiment(config, out)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _experiment(config: dict[str, Any], out: Path) -> tuple[dict[str, Any], str]:
