@@ -8,9 +8,10 @@ endif
 
 .PHONY: demo test lint browser bench
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as in CI) every process would otherwise compile torch anew.
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --locked
+	$(UV) sync --locked --compile-bytecode
 	@touch $@
 
 demo: .venv/.synced

@@ -3,8 +3,6 @@ statsmodels' own, embedding tests that see a shift and stay quiet without one, a
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,14 +129,12 @@ def test_embedding_tests_see_a_shift_and_stay_quiet_without_one() -> None:
     assert domain_classifier_auc(ref, same) < 0.55 < domain_classifier_auc(ref, moved)
 
 
-def test_100k_rows_by_100_columns_is_fast() -> None:
+def test_100k_rows_by_100_columns_names_the_moved_one() -> None:
+    """At scale (its time is benchmarks/drift.py's to measure)."""
     rng = np.random.default_rng(6)
     columns = [f"c{i}" for i in range(100)]
     ref = pd.DataFrame(rng.normal(size=(100_000, 100)), columns=columns)
     cur = pd.DataFrame(rng.normal(size=(100_000, 100)), columns=columns)
     cur["c7"] += 0.3
-    started = time.perf_counter()
     result = dataset_drift(ref, cur)
-    seconds = time.perf_counter() - started
     assert result.drifted_columns == ["c7"]
-    assert seconds < 30, f"{seconds:.1f} s"

@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
-from torchmetrics import Metric
 
+from dlforge.data.split import subset
 from dlforge.data.texts import TextTable, clean, read_texts
 from dlforge.errors import DataError
 from dlforge.models.pretrained import load_pretrained
 from dlforge.pages import Section, table
 from dlforge.registry import LANGUAGE_MODELS, TASKS
-from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.spec import DataSpec, SpecBase, SplitSpec, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared, Task, prediction_settings
 from dlforge.tasks.capabilities import Capability, Exportable, Reported
 from dlforge.tasks.language import LanguageMeta, LanguageModelSpec, LanguageTask, TokenDataset, text_items
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from dlforge.tasks.base import Inference
 
 
-class CorpusSpec(StrictModel):
+class CorpusSpec(DataSpec):
     source: str = Field(description="a .txt file (one document per paragraph), a .csv/.jsonl/.parquet with a text "
                                     "column, hf:<dataset id or folder>, or builtin:rotten_tomatoes")
     text_column: str = "text"
@@ -66,25 +66,6 @@ class TextGenerationSpec(SpecBase):
     data: CorpusSpec
     model: CausalLMSpec = CausalLMSpec()
     predict: GenerateSpec = GenerateSpec()
-
-
-class TokenPerplexity(Metric):
-    """exp(total negative log-likelihood / total tokens), from per-sequence sums: exact across batches."""
-
-    higher_is_better = False
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("nll", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("tokens", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, nll: torch.Tensor, tokens: torch.Tensor) -> None:  # (B,), (B,)
-        self.nll += nll.double().sum()
-        self.tokens += tokens.double().sum()
-
-    def compute(self) -> torch.Tensor:
-        return torch.exp(self.nll / self.tokens.clamp_min(1))
 
 
 class TextGenerationMeta(LanguageMeta):
@@ -123,10 +104,12 @@ class TextGeneration(LanguageTask, Task, Reported):
 
     # ------------------------------------------------------------ data
     def _blocks(self, table: TextTable) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-        """Documents shuffled (seeded), joined with end-of-text, tokenized as one stream, cut at the split
-        fractions into train | val | test, and each part cut into blocks of `block_size` tokens."""
+        """Documents (all, or data.limit / data.fraction of them) shuffled (seeded), joined with end-of-text,
+        tokenized as one stream, cut at the split fractions into train | val | test, and each part cut into blocks of
+        `block_size` tokens."""
         d = self.spec.data
-        order = np.random.default_rng(d.split.seed).permutation(len(table.texts))
+        documents = subset(np.zeros(len(table.texts), dtype=np.int64), d.limit, d.fraction, d.split.seed)
+        order = np.random.default_rng(d.split.seed).permutation(documents)
         stream = self._stream([table.texts[i] for i in order])
         n = len(stream)
         val_at = round(n * (1 - d.split.val - d.split.test))
@@ -174,7 +157,9 @@ class TextGeneration(LanguageTask, Task, Reported):
         return nll.sum() / tokens.sum().clamp_min(1), nll.detach(), tokens
 
     def metrics(self, meta: dict[str, Any]) -> MetricCollection:
-        from torchmetrics import MetricCollection
+        from torchmetrics import MetricCollection  # imports scipy and transformers: only when training
+
+        from dlforge.tasks.perplexity import TokenPerplexity
 
         return MetricCollection({"perplexity": TokenPerplexity()})
 
