@@ -12,8 +12,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 
 
-def open_page(page: Path) -> dict:
-    """Console and page errors, images ([alt, complete, natural width]), link targets, h2 titles, table count."""
+def open_page(page: Path, evaluate: str | None = None) -> dict:
+    """Console and page errors, images ([alt, complete, natural width]), link targets, h2 titles, table count; with
+    `evaluate` (a JavaScript expression or function), its value under "evaluated"."""
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -26,5 +27,7 @@ def open_page(page: Path) -> dict:
                 "links": tab.eval_on_selector_all("a[href]", "els => els.map(a => a.getAttribute('href'))"),
                 "titles": tab.eval_on_selector_all("h2", "els => els.map(e => e.textContent)"),
                 "tables": len(tab.query_selector_all("table"))}
+        if evaluate:
+            seen["evaluated"] = tab.evaluate(evaluate)
         browser.close()
     return seen

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import cli, digits_spec, write_digit_folder, write_spec
+from dlforge.data.examples import table_rows
+from tests.conftest import cli, digits_spec, write_csv, write_digit_folder, write_spec
 
 
 def test_train_predict_evaluate_report(tmp_path: Path) -> None:
@@ -48,17 +50,45 @@ def test_train_predict_evaluate_report(tmp_path: Path) -> None:
     assert (run / "report.html").stat().st_size > 10_000
 
 
-def test_data_errors_exit_2_naming_the_file(tmp_path: Path) -> None:
-    folder = write_digit_folder(tmp_path / "images", [1, 2], per_class=5)
-    (folder / "2" / "bad.png").write_bytes(b"garbage")
+def bad_data_spec(case: str, folder: Path) -> tuple[dict, str]:
+    """A spec whose data is bad in one way, and what the one error line must say (naming the file)."""
+    if case == "wrong path":
+        spec = digits_spec()
+        spec["data"] = {"source": str(folder / "no-such-images")}
+        return spec, f"{folder / 'no-such-images'}: no such file or folder (data.source)"
+    if case == "missing column":
+        table = write_csv(folder / "table.csv", table_rows(30))
+        spec = {"name": "table-test", "task": "tabular_classification",
+                "data": {"source": str(table), "label": "income"}, "model": {"name": "mlp"}}
+        return spec, f"{table}: no column 'income' (data.label)"
+    images = write_digit_folder(folder / "images", [1, 2], per_class=5)
+    (images / "2" / "bad.png").write_bytes(b"garbage")
     spec = digits_spec()
-    spec["data"] = {"source": str(folder)}
-    proc = cli("train", write_spec(tmp_path / "spec.yaml", spec), "--runs-dir", tmp_path / "runs")
-    assert proc.returncode == 2
-    assert "bad.png: cannot read image" in proc.stderr and "Traceback" not in proc.stderr
-    (run,) = list((tmp_path / "runs").iterdir())  # the run that failed says so, and is not complete
-    assert (run / "FAILED").exists() and not (run / "COMPLETE").exists()
-    assert "failed" in cli("runs", tmp_path / "runs").stdout
+    spec["data"] = {"source": str(images)}
+    return spec, f"{images / '2' / 'bad.png'}: cannot read image"
+
+
+@pytest.mark.parametrize("case", ["wrong path", "missing column", "corrupt image"])
+def test_bad_data_exits_2_with_one_line_naming_the_file_and_leaves_no_run(tmp_path: Path, case: str) -> None:
+    """The data is read and checked before a run directory is made; `validate --data` finds the same problem."""
+    spec, expected = bad_data_spec(case, tmp_path)
+    path = write_spec(tmp_path / "spec.yaml", spec)
+    for args in (["train", path, "--runs-dir", tmp_path / "runs"], ["validate", path, "--data"]):
+        proc = cli(*args)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+        assert expected in errors[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing to clean up, nothing listed as `failed ? ?`
+
+
+def test_validate_data_reports_the_splits_of_a_quick_run(tmp_path: Path) -> None:
+    folder = write_digit_folder(tmp_path / "images", [3, 5, 8], per_class=20, size=12)
+    spec = digits_spec()
+    spec["data"] = {"source": "images", "split": {"val": 0.2, "test": 0.2, "seed": 0}}
+    proc = cli("validate", write_spec(tmp_path / "spec.yaml", spec), "--data", "--set", "data.limit=30", check=True)
+    assert yaml.safe_load(proc.stdout)["data"]["limit"] == 30  # stdout: the resolved spec, still YAML
+    assert "data OK: train 18, val 6, test 6; 3 classes: '3', '5', '8'" in proc.stderr
+    assert not (tmp_path / "runs").exists() and folder.exists()
 
 
 def test_prediction_options_are_the_tasks_own(tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from dlforge.errors import DlforgeError
 from dlforge.export import FILES, OnnxGraph, export_run
 from dlforge.registry import DETECTORS, TASKS
 from dlforge.tasks.capabilities import Exportable
-from tests.conftest import task_of
+from tests.conftest import DLFORGE, task_of
 
 # every task that exports (a tiny run of its example spec), and the text classifier fine-tuned from a hub model
 EXPORTABLE = [name for name in TASKS.names() if issubclass(TASKS.get(name), Exportable)] + ["hf_text"]
@@ -183,11 +186,33 @@ def test_an_export_of_other_weights_is_made_again(tiny_runs: Callable[[str], Pat
 
 def test_an_export_outside_the_tolerance_is_not_kept(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "strict" / "model.onnx"
+    handler = signal.getsignal(signal.SIGTERM)
     # onnxruntime's fused kernels sum in another order than torch: differences of ~1e-7, never exactly none
     with pytest.raises(DlforgeError, match=r"the onnx export differs from the torch model by up to .* \(tolerance "
                                            r"1e-12\) at batch 3; nothing was written"):
         export_run(tiny_runs("image_classification"), "onnx", out=out, atol=1e-12)
     assert list(out.parent.iterdir()) == []  # neither the file nor its temporary
+    assert signal.getsignal(signal.SIGTERM) == handler  # what the export set while writing is undone
+
+
+def test_a_terminated_export_leaves_no_temporary_file(tiny_runs: Callable[[str], Path], tmp_path: Path) -> None:
+    """`dlforge export` stopped by SIGTERM (kill, timeout, a stopped container) while it writes: it exits 143 and
+    leaves nothing, not even the temporary file it was writing (which `dlforge package` then copied)."""
+    run = copy_run(tiny_runs("image_classification"), tmp_path / "run", without_export=True)
+    export = run / "export"
+    proc = subprocess.Popen([*DLFORGE, "export", str(run), "--format", "onnx"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while not list(export.glob(".model.onnx.*.tmp")):  # the write has begun
+            assert proc.poll() is None, f"the export ended before it wrote: {proc.stderr.read()}"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list(export.iterdir()) == []
 
 
 def test_bad_arguments_are_named(tiny_runs: Callable[[str], Path]) -> None:

@@ -7,12 +7,16 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import kubernetes_validate
@@ -23,19 +27,25 @@ from PIL import Image
 
 import dlforge
 from dlforge.errors import DlforgeError
-from dlforge.package import dns_label, entrypoint_command, package_run
-from tests.conftest import DLFORGE
+from dlforge.package import dlforge_wheel, dns_label, entrypoint_command, package_run
 
 K8S_VERSION = kubernetes_validate.latest_version()  # the newest Kubernetes the package ships schemas for
 DNS_1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @pytest.fixture(scope="module")
-def contexts(trained_run: dlforge.Run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The trained run packaged for the CPU and for a GPU."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The running dlforge's wheel, built once: the tests that are not about it pass it as `wheel`."""
+    folder = tmp_path_factory.mktemp("wheel")
+    return folder / dlforge_wheel(folder)
+
+
+@pytest.fixture(scope="module")
+def contexts(trained_run: dlforge.Run, wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The trained run packaged for the CPU (the wheel built by default) and for a GPU."""
     root = tmp_path_factory.mktemp("package")
     return {"cpu": package_run(trained_run.path, root / "cpu"),
-            "gpu": package_run(trained_run.path, root / "gpu", gpu=True)}
+            "gpu": package_run(trained_run.path, root / "gpu", gpu=True, wheel=wheel)}
 
 
 def load_yaml(path: Path) -> dict:
@@ -51,8 +61,8 @@ def container_of(context: Path) -> dict:
 
 def test_context_holds_only_what_serving_reads(contexts: dict[str, Path], trained_run: dlforge.Run) -> None:
     context = contexts["cpu"]
-    assert {p.name for p in context.iterdir()} == {"Dockerfile", ".dockerignore", "README.md", "model", "k8s",
-                                                   "kserve", "example.json", "example-v2.json"}
+    assert {p.name for p in context.iterdir()} == {"Dockerfile", ".dockerignore", "README.md", "install", "model",
+                                                   "k8s", "kserve", "example.json", "example-v2.json"}
     model = context / "model"
     assert {p.name for p in model.iterdir()} <= {"spec.yaml", "meta.json", "model.safetensors", "eval.json",
                                                  "profile", "COMPLETE", "assets", "export"}
@@ -70,6 +80,33 @@ def test_context_holds_only_what_serving_reads(contexts: dict[str, Path], traine
     assert predictor.predict([image])[0]["label"] in predictor.classes
     v2 = json.loads((context / "example-v2.json").read_text())["inputs"][0]
     assert v2["datatype"] == "BYTES" and v2["data"] == [instance]
+
+
+def test_only_the_files_serving_reads_are_copied(trained_run: dlforge.Run, wheel: Path, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(trained_run.path, tmp_path / "run", ignore=shutil.ignore_patterns("export")))
+    # what a killed export, another format's export and killed writes leave beside the files serving reads
+    (run / "export").mkdir()
+    (run / "export" / ".model.onnx.81859ff3.tmp").touch()
+    (run / "export" / "model.pt2").write_bytes(b"torch.export")
+    (run / "profile" / ".reference.parquet.0badf00d.tmp").touch()
+    (run / "assets").mkdir()
+    (run / "assets" / "vocab.json").write_text("{}")
+    (run / "assets" / ".vocab.json.5eed1e55.tmp").touch()
+    serving = {"spec.yaml", "meta.json", "model.safetensors", "eval.json", "COMPLETE", "profile/profile.json",
+               "profile/reference.parquet", "assets/vocab.json"}
+
+    def copied(name: str) -> set[str]:
+        model = package_run(run, tmp_path / name, wheel=wheel) / "model"
+        return {p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file()}
+
+    assert copied("no-onnx") == serving
+    # an ONNX export of these weights serves --backend onnx; one of other weights is stale, and stays out
+    (run / "export" / "model.onnx").write_bytes(b"onnx")
+    sidecar = run / "export" / "model.onnx.json"
+    sidecar.write_text(json.dumps({"weights_sha256": dlforge.Run(run).weights_digest()}))
+    assert copied("onnx") == serving | {"export/model.onnx", "export/model.onnx.json"}
+    sidecar.write_text(json.dumps({"weights_sha256": "0" * 64}))
+    assert copied("stale-onnx") == serving
 
 
 def test_readme_names_the_run_and_every_platform(contexts: dict[str, Path], trained_run: dlforge.Run) -> None:
@@ -96,9 +133,14 @@ def test_dockerfile(contexts: dict[str, Path]) -> None:
         text = (context / "Dockerfile").read_text()
         base = re.search(r"^FROM (\S+)", text, re.M).group(1)
         assert base.startswith("nvidia/cuda:") == (kind == "gpu")
-        assert base == "python:3.12-slim" or kind == "gpu"
+        # the Python the pinned versions were installed for
+        assert base == f"python:{sys.version_info.major}.{sys.version_info.minor}-slim" or kind == "gpu"
         assert ("download.pytorch.org/whl/cpu" in text) == (kind == "cpu")
-        assert 'pip install --no-cache-dir' in text and f'dlforge=={dlforge_version()}' in text
+        install = install_commands(context)[0]
+        assert install[:4] == ["pip", "install", "--no-cache-dir", "--no-deps"]
+        assert f"/tmp/install/dlforge-{dlforge_version()}-py3-none-any.whl" in install
+        assert ("/tmp/install/requirements-cuda.txt" in install) == (kind == "gpu")
+        assert '"dlforge==' not in text  # not on any index: the wheel it is
         user = re.findall(r"^USER (\S+)", text, re.M)
         assert user and user[-1].split(":")[0].isdigit() and int(user[-1].split(":")[0]) != 0
         assert re.search(r"^COPY model/ /opt/ml/model/$", text, re.M)
@@ -114,14 +156,32 @@ def test_dockerfile(contexts: dict[str, Path]) -> None:
         assert env["DLFORGE_PORT"] == "8080"
 
 
+def test_the_running_dlforge_and_its_versions_are_bundled(contexts: dict[str, Path]) -> None:
+    install = contexts["cpu"] / "install"
+    [built] = install.glob("*.whl")
+    with zipfile.ZipFile(built) as whl:  # built from this source tree: the module that wrote it is in it
+        assert whl.read("dlforge/package.py") == Path(dlforge.package.__file__).read_bytes()
+    pins = dict(line.split("==") for line in (install / "requirements.txt").read_text().splitlines()
+                if not line.startswith("#"))
+    for name in ("torch", "torchvision", "fastapi", "uvicorn", "onnxruntime", "numpy", "pydantic"):
+        assert pins[name] == version(name).split("+")[0], name
+    assert "uvloop" in pins and "httptools" in pins  # uvicorn[standard]: extras are followed
+    # not the dev group, not what uv's override-dependencies drops, not torch's CUDA runtime (the CPU build)
+    assert not {"pytest", "ruff", "spacy", "gensim", "dlforge"} & set(pins)
+    assert not [name for name in pins if name.startswith("nvidia-") or name == "triton"]
+    cuda = (contexts["gpu"] / "install" / "requirements-cuda.txt").read_text()
+    assert f"triton=={version('triton')}" in cuda and not set(pins) & {
+        line.split("==")[0] for line in cuda.splitlines() if not line.startswith("#")}
+
+
 def test_a_wheel_is_installed_from_the_context(trained_run: dlforge.Run, tmp_path: Path) -> None:
     wheel = tmp_path / f"dlforge-{dlforge_version()}-py3-none-any.whl"
     wheel.write_bytes(b"PK")
     context = package_run(trained_run.path, tmp_path / "ctx", wheel=wheel)
-    assert (context / "wheels" / wheel.name).read_bytes() == b"PK"
+    assert [p.name for p in (context / "install").glob("*.whl")] == [wheel.name]
+    assert (context / "install" / wheel.name).read_bytes() == b"PK"
     text = (context / "Dockerfile").read_text()
-    assert f"/tmp/wheels/{wheel.name}" in text and "--mount=type=bind,source=wheels" in text
-    assert '"dlforge==' not in text
+    assert f"/tmp/install/{wheel.name}" in text and "--mount=type=bind,source=install" in text
     with pytest.raises(DlforgeError, match="not a wheel"):
         package_run(trained_run.path, tmp_path / "ctx2", wheel=tmp_path / "nothing.whl")
 
@@ -210,11 +270,12 @@ def test_kserve_inference_service(contexts: dict[str, Path], kind: str) -> None:
 # ---------------------------------------------------------------- names and bad input
 
 
-def test_names_are_dns_labels(trained_run: dlforge.Run, tmp_path: Path) -> None:
+def test_names_are_dns_labels(trained_run: dlforge.Run, wheel: Path, tmp_path: Path) -> None:
     assert dns_label("Digits_CNN v2!") == "digits-cnn-v2"
     assert dns_label("3d-unet") == "d-unet" and dns_label("___") == "model"
     assert len(dns_label("x" * 100)) == 40
-    context = package_run(trained_run.path, tmp_path / "ctx", name="my-model", image="registry.example/m:1")
+    context = package_run(trained_run.path, tmp_path / "ctx", name="my-model", image="registry.example/m:1",
+                          wheel=wheel)
     deployment = load_yaml(context / "k8s" / "deployment.yaml")
     assert deployment["metadata"]["name"] == "my-model" and container_of(context)["image"] == "registry.example/m:1"
     with pytest.raises(DlforgeError, match="'My_Model'"):
@@ -235,38 +296,38 @@ def test_an_incomplete_run(trained_run: dlforge.Run, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_a_non_empty_out_is_kept_unless_overwrite(trained_run: dlforge.Run, tmp_path: Path) -> None:
+def test_a_non_empty_out_is_kept_unless_overwrite(trained_run: dlforge.Run, wheel: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     with pytest.raises(DlforgeError, match=rf"{re.escape(str(out))}: exists and is not an empty folder"):
         package_run(trained_run.path, out)
     assert (out / "mine.txt").read_text() == "keep me"
-    package_run(trained_run.path, out, overwrite=True)
+    package_run(trained_run.path, out, overwrite=True, wheel=wheel)
     assert not (out / "mine.txt").exists() and (out / "Dockerfile").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or old folder left beside it
 
 
-def test_a_failure_leaves_nothing_half_written(trained_run: dlforge.Run, tmp_path: Path,
+def test_a_failure_leaves_nothing_half_written(trained_run: dlforge.Run, wheel: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object) -> str:
         raise OSError("disk full")
 
     monkeypatch.setattr("dlforge.package.readme", broken)
     with pytest.raises(OSError, match="disk full"):
-        package_run(trained_run.path, tmp_path / "out")
+        package_run(trained_run.path, tmp_path / "out", wheel=wheel)
     assert list(tmp_path.iterdir()) == []
 
 
-# ---------------------------------------------------------------- the container's command, run outside a container
+# ---------------------------------------------------------------- the image's install and command, outside a container
 
 
-def has_serve_command() -> bool:
-    from typer.main import get_command
-
-    from dlforge.cli import app
-
-    return "serve" in get_command(app).commands
+def install_commands(context: Path) -> list[list[str]]:
+    """The commands of the Dockerfile's RUN that mounts install/ (its `&&`-joined pip commands), as argv lists."""
+    mount = "RUN --mount=type=bind,source=install,target=/tmp/install"
+    [run] = [line for line in (context / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+             if line.startswith(mount)]
+    return [shlex.split(command) for command in run.removeprefix(mount).split("&&")]
 
 
 def free_port() -> int:
@@ -284,22 +345,46 @@ def digit_png() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-# Skipped only while `dlforge serve` is being written (the server is another change): once the CLI has it,
-# this runs the container's exact ENTRYPOINT + CMD and ENV, against the packaged model.
-@pytest.mark.skipif(not has_serve_command(), reason="dlforge serve does not exist yet")
-def test_the_container_command_serves_the_packaged_model(contexts: dict[str, Path], tmp_path: Path) -> None:
-    context = contexts["cpu"]
+UV = os.environ.get("UV") or shutil.which("uv")  # `uv run` names the uv that runs it
+
+
+def test_the_image_installs_and_serves_the_packaged_model(contexts: dict[str, Path], tmp_path: Path) -> None:
+    """The Dockerfile's install step, then its ENTRYPOINT + CMD with its ENV, outside a container: a fresh venv
+    made with uv gets the bundled wheel and the pinned requirements (wheels from uv's cache; no project checkout
+    on any path), and its `dlforge serve` answers for the packaged model. The GPU context's install is the one
+    this machine can run: its torch is the CUDA build (the CPU context's comes from the CPU index)."""
+    context = contexts["gpu"]
+    venv = tmp_path / "opt-venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+
+    def uv(*args: str) -> None:
+        proc = subprocess.run([UV, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"uv {shlex.join(args)}:\n{proc.stderr[-3000:]}"
+
+    uv("venv", "--no-config", "--quiet", "--python", sys.executable, str(venv))
+    for argv in install_commands(context):
+        assert argv[:3] == ["pip", "install", "--no-cache-dir"], argv  # uv pip stands in for the image's pip
+        # Symlinks into uv's cache: seconds, on any filesystem (torch and its CUDA runtime are gigabytes). Not
+        # --offline: `uv sync` caches the wheels but not the index pages that name them.
+        uv("pip", "install", "--no-config", "--quiet", "--python", str(venv / "bin" / "python"),
+           "--link-mode", "symlink", *(a.replace("/tmp/install", str(context / "install")) for a in argv[3:]))
+    where = subprocess.run([venv / "bin" / "python", "-c", "import importlib.util as u; "
+                            "print(u.find_spec('dlforge').origin)"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, check=True).stdout
+    assert where.startswith(str(venv))  # the installed wheel, not this checkout
+
     argv, image_env = entrypoint_command(context)
-    assert argv[0] == "dlforge"
+    assert argv == ["dlforge", "serve"]
     port = free_port()
-    # PATH and VIRTUAL_ENV describe the image's /opt/venv; outside it this interpreter stands in for `dlforge`.
-    env = {**os.environ, **{k: v for k, v in image_env.items() if k not in ("PATH", "VIRTUAL_ENV")},
-           "DLFORGE_RUN": str(context / "model"), "DLFORGE_PORT": str(port)}
+    # the image's ENV, with its /opt/venv here: `dlforge` is found on its PATH, as in the container
+    server_env = {**env, **{k: v.replace("/opt/venv", str(venv)) for k, v in image_env.items()},
+                  "DLFORGE_RUN": str(context / "model"), "DLFORGE_PORT": str(port)}
+    assert server_env["PATH"].startswith(f"{venv}/bin:")
     log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([*DLFORGE, *argv[1:]], env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(argv, env=server_env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a fresh venv: no bytecode yet, every module is compiled at import
         while True:
             assert server.poll() is None, f"the server exited {server.returncode}:\n{read(tmp_path / 'server.log')}"
             try:
@@ -308,7 +393,7 @@ def test_the_container_command_serves_the_packaged_model(contexts: dict[str, Pat
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, f"no /ping in 60 s:\n{read(tmp_path / 'server.log')}"
+            assert time.monotonic() < deadline, f"no /ping in 180 s:\n{read(tmp_path / 'server.log')}"
             time.sleep(0.25)
         request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"instances": [digit_png()]}).encode(),
                                          headers={"Content-Type": "application/json"})
@@ -341,6 +426,4 @@ def read(path: Path) -> str:
 
 
 def dlforge_version() -> str:
-    from importlib.metadata import version
-
     return version("dlforge")

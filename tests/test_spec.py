@@ -71,6 +71,12 @@ def test_relative_data_paths_are_relative_to_the_spec(tmp_path: Path) -> None:
     (("  seed: 0\n", "  seed: 0\n  precision: fp8\n"), ["spec.yaml:12:", "train.precision", "'fp8'"]),
     (("batch_size: 64", "batch_size: many"), ["spec.yaml:9:", "train.batch_size", "'many'", "integer"]),
     (("{val: 0.1, test: 0.2, seed: 0}", "{val: 0.5, test: 0.5}"), ["data.split.test", "too little to train"]),
+    (("  source: builtin:digits", "  source: builtin:digits\n  limit: 100\n  fraction: 0.5"),
+     ["spec.yaml:3:", "data: give data.limit or data.fraction, not both"]),
+    (("  source: builtin:digits", "  source: builtin:digits\n  limit: 0"), ["spec.yaml:5:", "data.limit", "0",
+                                                                            "greater than or equal to 1"]),
+    (("  source: builtin:digits", "  source: builtin:digits\n  fraction: 1.5"), ["data.fraction", "1.5",
+                                                                                 "less than or equal to 1"]),
 ])
 def test_bad_spec_is_one_clear_line(tmp_path: Path, edit: tuple[str, str], expected: list[str]) -> None:
     text = GOOD.replace(*edit)

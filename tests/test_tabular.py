@@ -13,11 +13,11 @@ import pytest
 
 import dlforge
 from dlforge.data.examples import table_rows
-from dlforge.data.tables import read_table, read_tables
+from dlforge.data.tables import clean, read_table, read_tables
 from dlforge.errors import DataError, DlforgeError, InputError
 from dlforge.registry import TASKS
 from dlforge.spec import LimitsSpec
-from tests.conftest import write_csv
+from tests.conftest import cli, write_csv
 
 
 def tabular_rows(n: int, seed: int = 0) -> list[dict]:
@@ -103,6 +103,23 @@ def test_raw_rows_with_missing_values_and_unseen_categories_are_predicted(adult_
         predictor.predict([{k: v for k, v in typical.items() if k != "age"}])
 
 
+def test_every_missing_feature_is_named_up_to_ten(adult_run: Path) -> None:
+    """Two of the 13 features given: the CLI, the Predictor and the server's wire name the 11 missing ones (ten, then
+    "and 1 more"), not only the first."""
+    named = ("'education_num', 'capital_gain', 'capital_loss', 'hours_per_week', 'education', 'marital_status', "
+             "'occupation', 'relationship', 'race', 'sex' and 1 more")
+    row = {"age": 52, "workclass": "Private"}
+    proc = cli("predict", adult_run, "--text", json.dumps(row))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: item 0 has no value for features {named} (give null for a missing value)" in proc.stderr
+    predictor = dlforge.load(adult_run)
+    with pytest.raises(DlforgeError, match=f"^item 0 has no value for features {named}"):
+        predictor.predict([row])
+    with pytest.raises(InputError, match=f"^instances\\[0\\]: missing features {named}: every feature needs") as e:
+        predictor.wire.decode(row, "instances[0]", LimitsSpec())
+    assert e.value.status == 400
+
+
 def test_the_mlp_embeds_each_categorical_column() -> None:
     import torch
     from torch import nn
@@ -176,6 +193,38 @@ def test_column_names_are_checked(tmp_path: Path) -> None:
         prepare(tabular_spec(path, categorical=["group"]))
     with pytest.raises(DataError, match="name the column to predict"):
         prepare(tabular_spec(path, label=None))
+
+
+def test_missing_columns_of_the_data_are_all_named(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", tabular_rows(20))
+    features = ["x", "count", *(f"f{i}" for i in range(12))]
+    with pytest.raises(DataError, match=rf"^{path}: no columns 'f0', 'f1', .*, 'f9' and 2 more \(data.features\); "
+                                        "columns: x, count, color, group, label$"):
+        prepare(tabular_spec(path, features=features))
+    table = read_table(str(path))
+    with pytest.raises(DataError, match=rf"^{path}: no columns 'size', 'shape'; the model needs columns label, x, "):
+        clean(table, "label", ["x", "size"], ["color", "shape"], "error")
+
+
+def test_a_quick_run_draws_its_rows_before_the_split(tmp_path: Path) -> None:
+    """data.limit / data.fraction: that many rows of the source, seeded and stratified by label, then split; a
+    separate test file stays whole."""
+    rows = tabular_rows(200)
+    path = write_csv(tmp_path / "t.csv", rows)
+    share = sum(r["label"] == "yes" for r in rows) / len(rows)
+    _, prepared = prepare(tabular_spec(path, limit=50))
+    assert prepared.meta["sizes"] == {"train": 30, "val": 10, "test": 10}
+    labels = [*prepared.train.targets.tolist(), *prepared.val.targets.tolist(), *prepared.test[1].tolist()]
+    assert abs(sum(labels) - share * 50) <= 1  # 'yes' is class 1: the subset keeps the label's share
+    _, again = prepare(tabular_spec(path, limit=50))
+    assert again.test[0] == prepared.test[0]  # seeded: the same rows
+    _, other = prepare(tabular_spec(path, limit=50, split={"val": 0.2, "test": 0.2, "seed": 1}))
+    assert other.test[0] != prepared.test[0]
+    _, half = prepare(tabular_spec(path, fraction=0.5))
+    assert sum(half.meta["sizes"].values()) == 100
+    test = write_csv(tmp_path / "test.csv", tabular_rows(30, seed=1))
+    _, held = prepare(tabular_spec(path, limit=50, test_source=str(test)))
+    assert held.meta["sizes"] == {"train": 40, "val": 10, "test": 30}
 
 
 def test_parquet_reads_like_csv(tmp_path: Path) -> None:

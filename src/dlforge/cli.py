@@ -66,7 +66,17 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-RunArg = Annotated[Path, typer.Argument(help="a run directory", show_default=False)]
+def _run_dir(given: Path | None) -> Path | None:
+    """Every verb's run argument, as `dlforge.run.resolve_run` reads it: a run directory, `latest` (the newest
+    finished run in runs/) or the start of a run's name; a name that matches no run, or several, is a one-line error
+    (exit 2) before the verb starts."""
+    from dlforge.run import resolve_run
+
+    return None if given is None else _friendly(resolve_run)(given)
+
+
+RUN_HELP = "a run directory, `latest` (the newest finished run in runs/) or the start of a run's name"
+RunArg = Annotated[Path, typer.Argument(help=RUN_HELP, show_default=False, callback=_run_dir)]
 
 
 @app.command()
@@ -74,7 +84,8 @@ RunArg = Annotated[Path, typer.Argument(help="a run directory", show_default=Fal
 def train(spec: Annotated[Path | None, typer.Argument(help="the spec YAML file", show_default=False)] = None,
           set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: train.epochs=3")] = None,
           runs_dir: Annotated[Path, typer.Option(help="where new runs are created")] = Path("runs"),
-          resume: Annotated[Path | None, typer.Option(help="finish a stopped run directory")] = None) -> None:
+          resume: Annotated[Path | None, typer.Option(help="finish a stopped run (a directory, or the start of its "
+                                                           "name)", callback=_run_dir)] = None) -> None:
     """Train a model from a spec into a new run directory (or resume a stopped one)."""
     import dlforge
     from dlforge.errors import DlforgeError
@@ -98,12 +109,30 @@ def train(spec: Annotated[Path | None, typer.Argument(help="the spec YAML file",
 @app.command()
 @_friendly
 def validate(spec: Annotated[Path, typer.Argument(help="the spec YAML file")],
-             set_: Annotated[list[str] | None, typer.Option("--set", help="override a field")] = None) -> None:
-    """Check a spec without training; print it resolved."""
+             set_: Annotated[list[str] | None, typer.Option("--set", help="override a field")] = None,
+             data: Annotated[bool, typer.Option("--data", help="also read and check the data (and build the model) "
+                                                               "as training would, training nothing")] = False,
+             ) -> None:
+    """Check a spec without training; print it resolved. With --data, check its data too (on stderr: the spec on
+    stdout stays YAML): a problem is one line and exit code 2; what training would skip or drop, one line each."""
     import dlforge
     from dlforge.spec import spec_to_yaml
 
-    out.print(spec_to_yaml(dlforge.load_spec(spec, set_ or [])), highlight=False)
+    checked = dlforge.load_spec(spec, set_ or [])
+    out.print(spec_to_yaml(checked), highlight=False)
+    if data:
+        from dlforge.errors import listed
+        from dlforge.pipeline import check_data
+
+        meta = check_data(checked)
+        notes = [f"skipped {s.get('file') or s.get('item')}: {s['reason']}" for s in meta.get("skipped") or []]
+        notes += [f"dropped {n} row(s): {reason.replace('_', ' ')}"
+                  for reason, n in ((meta.get("data") or {}).get("dropped") or {}).items() if n]
+        classes = meta.get("classes")
+        notes.append("data OK: " + ", ".join(f"{k} {v}" for k, v in meta.get("sizes", {}).items())
+                     + (f"; {len(classes)} classes: {listed(classes)}" if classes else ""))
+        for note in notes:
+            err.print(note, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -382,10 +411,9 @@ def runs(runs_dir: Annotated[Path, typer.Argument(help="folder of runs")] = Path
     columns = ("run", "status", "task", "model", "epochs", "metric")
     rows = []
     for r in list_runs(runs_dir):
-        meta = r.read_meta() if (r.path / "meta.json").exists() else {}
         head = (r.completion() or {}).get("headline")
-        rows.append((r.path.name, r.status(), meta.get("task", "?"), meta.get("model", "?"),
-                     str(len(r.read_metrics())), f"{head['name']} {head['value']:.4f}" if head else ""))
+        rows.append((r.path.name, r.status(), *r.describe(), str(len(r.read_metrics())),
+                     f"{head['name']} {head['value']:.4f}" if head else ""))
     if not out.is_terminal:  # piped: plain tab-separated lines for grep, cut and scripts
         print("\n".join("\t".join(row) for row in [columns, *rows]))
         return
@@ -409,8 +437,8 @@ def report(run: RunArg) -> None:
 
 @app.command()
 @_friendly
-def serve(run: Annotated[Path | None, typer.Argument(help="a run directory; default $DLFORGE_RUN or /opt/ml/model "
-                                                          "(SageMaker)", show_default=False)] = None,
+def serve(run: Annotated[Path | None, typer.Argument(help=f"{RUN_HELP}; default $DLFORGE_RUN or /opt/ml/model "
+                                                          "(SageMaker)", show_default=False, callback=_run_dir)] = None,
           host: Annotated[str | None, typer.Option(help="bind address [default: $DLFORGE_HOST or 127.0.0.1]",
                                                    show_default=False)] = None,
           port: Annotated[int | None, typer.Option(help="[default: $DLFORGE_PORT, $AIP_HTTP_PORT, 8080 for "
@@ -452,13 +480,14 @@ def monitor(args: Annotated[list[str], typer.Argument(help="RUN; or `profile RUN
     `dlforge monitor profile RUN [--data SOURCE]` (re)writes the profile (runs trained before profiles)."""
     from dlforge.errors import DlforgeError
     from dlforge.monitor.commands import monitor_run, profile_run
+    from dlforge.run import resolve_run
 
     if args[0] == "profile" and len(args) == 2:
-        out.print(f"reference profile: {profile_run(args[1], data)}", highlight=False)
+        out.print(f"reference profile: {profile_run(resolve_run(args[1]), data)}", highlight=False)
         return
     if len(args) != 1 or args[0] == "profile":
         raise DlforgeError("usage: dlforge monitor RUN (--data SOURCE | --from-log DB) or dlforge monitor profile RUN")
-    result, folder = monitor_run(args[0], data=data, from_log=from_log, since=since, out=out_dir)
+    result, folder = monitor_run(resolve_run(args[0]), data=data, from_log=from_log, since=since, out=out_dir)
     inputs, emb = result["inputs"], result["embeddings"]
     out.print(f"{'DRIFT' if result['drifted'] else 'no drift'}: {len(inputs['drifted_columns'])} of "
               f"{len(inputs['columns'])} input columns drifted ({', '.join(inputs['drifted_columns']) or 'none'}); "
@@ -493,7 +522,8 @@ def package(run: RunArg,
                                                      show_default=False)] = None,
             image: Annotated[str | None, typer.Option(help="image reference used in the manifests",
                                                       show_default=False)] = None,
-            wheel: Annotated[Path | None, typer.Option(help="install this dlforge wheel instead of the index's",
+            wheel: Annotated[Path | None, typer.Option(help="install this dlforge wheel [default: the running "
+                                                            "dlforge's, built from its source tree]",
                                                        show_default=False)] = None,
             overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False) -> None:
     """A Docker build context for a run: Dockerfile, Kubernetes and KServe manifests, a deploy README."""

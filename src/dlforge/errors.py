@@ -29,3 +29,10 @@ class InputError(DlforgeError):
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (libraries' errors often run to many lines), or its type's name."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def listed(names: list[str], limit: int = 10) -> str:
+    """The first `limit` of `names`, quoted and comma-separated, then "and N more": a list that keeps an error to one
+    readable line however long it is."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

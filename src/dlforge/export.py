@@ -7,7 +7,8 @@ decoded boxes before NMS, scaled quantiles). Pre- and post-processing (decoding 
 upsampling, scaling back) stay in the task, in torch, whichever backend runs the graph, so a Predictor on
 the ONNX export gives the torch Predictor's predictions. Every export is checked before it is kept: the
 exported file and the torch graph run on the same inputs, at a batch size other than the traced one, and
-must agree within `atol`; the file is written under a temporary name and renamed only then.
+must agree within `atol`; the file is written under a temporary name and renamed only then. A failure, Ctrl-C
+or SIGTERM removes the temporary file (SIGKILL cannot: `dlforge package` copies only the files it names).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import datetime as dt
 import io
 import logging
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -94,7 +97,8 @@ def export_run(run_dir: str | os.PathLike | Run, fmt: Format, out: str | os.Path
                                f"(tolerance {atol:g}) at batch {CHECK_BATCH}; nothing was written")
 
     try:
-        atomic_write(path, write_and_check)
+        with _sigterm_unwinds():
+            atomic_write(path, write_and_check)
     except OSError as e:
         raise DlforgeError(f"{path}: cannot write the export ({e.strerror or e}); give a writable --out") from None
     inputs = [_describe(name, t, axes[name]) for name, t in example.items()]
@@ -209,6 +213,27 @@ def _versions(fmt: str) -> dict[str, str]:
 
         versions |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     return versions
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`, a stopped container) ends Python at once by default, running no `finally`: the
+    temporary file of a half-written export would stay. Meanwhile it raises SystemExit(143) instead, so
+    atomic_write removes it. Only where SIGTERM has its default action, and in the main thread (the only one a
+    handler can be set in): a server's own handling stays as it is."""
+    ours = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if ours:
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        yield
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager

@@ -17,13 +17,14 @@ from rich.table import Table
 from dlforge._io import atomic_write, atomic_write_json
 from dlforge.predictor import Predictor
 from dlforge.registry import COMMANDS
-from dlforge.run import Run
+from dlforge.run import Run, resolve_run
 from dlforge.tasks.capabilities import ForecastsAhead
 
 
 @COMMANDS.register("forecast")
 def forecast_command(
-        run: Annotated[Path, typer.Argument(help="a run directory", show_default=False)],
+        run: Annotated[Path, typer.Argument(help="a run directory, `latest` or the start of a run's name",
+                                            show_default=False)],
         horizon: Annotated[int | None, typer.Option(help="steps ahead (default: the model's horizon)")] = None,
         data: Annotated[str | None, typer.Option(help="newer history to forecast from (default: the run's data)")
                         ] = None,
@@ -32,7 +33,7 @@ def forecast_command(
         out_dir: Annotated[Path | None, typer.Option("--out", help="where forecast.json/.csv/.png go")] = None,
         device: str = "cpu") -> None:
     """Forecast past the end of the data, with intervals: JSON, CSV and a PNG."""
-    forecasts, where = forecast_run(run, horizon, data, future, out_dir, device)
+    forecasts, where = forecast_run(resolve_run(run), horizon, data, future, out_dir, device)
     table = Table(title=f"{len(forecasts)} series forecast {len(forecasts[0]['timestamps'])} steps ahead")
     names = [k for k in forecasts[0] if k.startswith("p")]
     for col in ("series", "last step", *(f"{n} (last step)" for n in names)):

@@ -1,7 +1,9 @@
 """`dlforge package`: a finished run as a Docker build context, with manifests to deploy it.
 
     <out>/
-        Dockerfile             python:3.12-slim (a CUDA base with --gpu), dlforge, uid 10001; runs `dlforge serve`
+        Dockerfile             python:<this Python>-slim (CUDA base: --gpu), dlforge, uid 10001; runs `dlforge serve`
+        install/               the running dlforge's wheel; requirements.txt: the versions it runs with here
+                               (requirements-cuda.txt with --gpu: torch's CUDA runtime)
         model/                 the run directory, only what serving reads
         k8s/                   deployment.yaml, service.yaml, hpa.yaml, pdb.yaml
         kserve/                inferenceservice.yaml (Open Inference Protocol V2)
@@ -19,25 +21,41 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError, distribution
 from importlib.metadata import version as installed_version
 from importlib.resources import files
 from pathlib import Path
 from string import Template
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from dlforge.errors import DlforgeError
+from dlforge.onnx_backend import ONNX_FILE, stale_reason
 from dlforge.run import Run
 
-CPU_BASE = "python:3.12-slim"
+# The Python that runs here: the pinned versions in install/requirements.txt are the ones installed for it.
+CPU_BASE = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
 # The torch wheel brings its own CUDA and cuDNN libraries: the image needs the driver hooks, not a second copy.
 GPU_BASE = "nvidia/cuda:13.0.0-base-ubuntu24.04"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 PORT, UID = 8080, 10001
-SERVING_FILES = ("spec.yaml", "meta.json", "model.safetensors", "eval.json", "COMPLETE")
-SERVING_DIRS = ("assets", "export", "profile")  # profile: the drift reference of serve.monitor
+# What `dlforge serve` reads, by name: anything else in a run (checkpoints, plots, reports, another export's
+# files, the temporary file of a write that was killed) stays out of the image.
+SERVING_FILES = ("spec.yaml", "meta.json", "model.safetensors", "eval.json", "COMPLETE",
+                 "profile/profile.json", "profile/reference.parquet")  # the drift reference of serve.monitor.window
+ONNX_FILES = (str(ONNX_FILE), f"{ONNX_FILE}.json")  # --backend onnx; copied only when made from these weights
+ASSETS = "assets"  # the task's own files (a tokenizer, ...), as it saved them; hidden files (temporaries) aside
+# torch's requirements that hold on some platforms only: the CUDA runtime of its CUDA build. A CPU image has none
+# (the CPU build, from CPU_TORCH_INDEX, needs none); a GPU image gets them from requirements-cuda.txt.
+_PLATFORM_MARKER = re.compile(r"\b(platform_system|platform_machine|sys_platform|os_name)\b")
 _DNS = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME = 40  # KServe and Knative append suffixes (-predictor-00001-deployment-...) within 63 characters
 
@@ -48,8 +66,9 @@ def package_run(run_dir: str | os.PathLike, out: str | os.PathLike, gpu: bool = 
     """Write the Docker build context of the finished run `run_dir` to `out`; returns `out`.
 
     `name` names the Kubernetes objects (default: the spec's name, made a DNS label); `image` is the image
-    reference the manifests and README use (default `<name>:<dlforge version>`); `wheel`, a dlforge wheel
-    to install instead of `dlforge==<version>` from the package index.
+    reference the manifests and README use (default `<name>:<dlforge version>`); `wheel`, a dlforge wheel to
+    install instead of the running dlforge's (built from its source tree, or the wheel it was installed from).
+    Either way the image gets the versions of dlforge's dependencies installed here (`install/requirements.txt`).
     """
     run, out = Run.open(run_dir), Path(out)
     if not run.weights_path.is_file():
@@ -62,8 +81,10 @@ def package_run(run_dir: str | os.PathLike, out: str | os.PathLike, gpu: bool = 
 
     meta, spec = run.read_meta(), yaml.safe_load(run.spec_path.read_text())
     name = _checked_name(name) if name else dns_label(spec.get("name") or run.path.name)
-    v = installed_version("dlforge")
+    v, pins = installed_version("dlforge"), installed_requirements()
+    cuda = {k: pin for k, pin in installed_requirements(cuda=True).items() if k not in pins} if gpu else None
     ctx = {"name": name, "image": image or f"{name}:{v}", "version": v, "task": meta["task"], "gpu": gpu,
+           "torch": pins.get("torch"),
            "run_name": run.path.name, "model_name": spec.get("name") or name,
            "base": base_image or (GPU_BASE if gpu else CPU_BASE),
            "memory_mi": _memory_mi(run.weights_path.stat().st_size)}
@@ -72,11 +93,15 @@ def package_run(run_dir: str | os.PathLike, out: str | os.PathLike, gpu: bool = 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         tmp.chmod(0o755)
-        _copy_model(run.path, tmp / "model")
+        _copy_model(run, tmp / "model")
+        (tmp / "install").mkdir()
         if wheel is not None:
-            (tmp / "wheels").mkdir()
-            shutil.copy2(wheel, tmp / "wheels" / wheel.name)
-        (tmp / "Dockerfile").write_text(dockerfile(ctx, wheel.name if wheel else None))
+            shutil.copy2(wheel, tmp / "install" / wheel.name)
+        wheel_name = wheel.name if wheel is not None else dlforge_wheel(tmp / "install")
+        (tmp / "install" / "requirements.txt").write_text(requirements_txt(pins, "every package dlforge needs"))
+        if cuda is not None:
+            (tmp / "install" / "requirements-cuda.txt").write_text(requirements_txt(cuda, "torch's CUDA runtime"))
+        (tmp / "Dockerfile").write_text(dockerfile(ctx, wheel_name))
         (tmp / ".dockerignore").write_text("k8s/\nkserve/\nREADME.md\nexample*.json\n")
         for path, doc in manifests(ctx).items():
             (tmp / path).parent.mkdir(exist_ok=True)
@@ -113,18 +138,99 @@ def _checked_name(name: str) -> str:
 
 
 def dockerfile(ctx: dict[str, Any], wheel: str | None = None) -> str:
+    # A bind mount: install/ is read at build time and never lands in a layer. dlforge==<version> only when the
+    # running dlforge came from a package index: the image gets it there too.
+    dlforge = f"/tmp/install/{wheel}" if wheel else f'"dlforge=={ctx["version"]}"'
+    comment = ("# install/requirements*.txt: every package dlforge needs, at the version it ran with when packaged;\n"
+               "# --no-deps installs that set as it is (it is resolved already).\n")
     if ctx["gpu"]:
         setup = ("RUN apt-get update \\\n && apt-get install -y --no-install-recommends python3 python3-venv \\\n"
                  " && rm -rf /var/lib/apt/lists/* \\\n && python3 -m venv /opt/venv")
-        index = ""
-    else:
-        setup, index = "RUN python -m venv /opt/venv", f"--extra-index-url {CPU_TORCH_INDEX} "
-    if wheel:  # a bind mount: the wheel is read at build time and never lands in a layer
-        install = (f"RUN --mount=type=bind,source=wheels,target=/tmp/wheels \\\n"
-                   f"    pip install --no-cache-dir {index}/tmp/wheels/{wheel}")
-    else:
-        install = f'RUN pip install --no-cache-dir {index}"dlforge=={ctx["version"]}"'
+        pip = f"-r /tmp/install/requirements.txt -r /tmp/install/requirements-cuda.txt {dlforge}"
+        if ctx["torch"]:
+            comment += ("# The second pip adds what torch's CUDA build needs and requirements-cuda.txt lacks:\n"
+                        "# nothing, unless dlforge was packaged where another torch build ran.\n")
+            pip += f" \\\n && pip install --no-cache-dir torch=={ctx['torch']}"
+    else:  # torch==<version> is the CPU build there: no CUDA runtime in the image
+        setup = "RUN python -m venv /opt/venv"
+        pip = f"--extra-index-url {CPU_TORCH_INDEX} -r /tmp/install/requirements.txt {dlforge}"
+    install = (f"{comment}RUN --mount=type=bind,source=install,target=/tmp/install \\\n"
+               f"    pip install --no-cache-dir --no-deps {pip}")
     return _template("Dockerfile.in").substitute(ctx, python_setup=setup, install=install)
+
+
+# ---------------------------------------------------------------- what the image installs
+
+
+def installed_requirements(root: str = "dlforge", cuda: bool = False) -> dict[str, str]:
+    """name -> version of every distribution `root` needs, as installed here: its requirements, theirs, and so
+    on, with markers and extras evaluated for this Python. A requirement that is not installed is left out (uv's
+    override-dependencies in pyproject.toml drops some), and so are torch's platform-only ones (_PLATFORM_MARKER)
+    unless `cuda`. Local version labels are dropped: `torch==2.x` is the CPU build from the CPU index, the CUDA
+    build from PyPI."""
+    pins: dict[str, str] = {}
+    todo, seen = [(canonicalize_name(root), "")], set()
+    while todo:
+        name, extra = todo.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        if name != canonicalize_name(root):
+            pins[name] = Version(dist.version).public
+        for req in map(Requirement, dist.requires or []):
+            if req.marker is not None and (not req.marker.evaluate({"extra": extra}) or (
+                    not cuda and name == "torch" and _PLATFORM_MARKER.search(str(req.marker)))):
+                continue
+            dep = canonicalize_name(req.name)
+            todo += [(dep, ""), *((dep, canonicalize_name(e)) for e in req.extras)]
+    return dict(sorted(pins.items()))
+
+
+def requirements_txt(pins: dict[str, str], what: str) -> str:
+    return (f"# {what}, as dlforge {installed_version('dlforge')} ran with them when `dlforge package` wrote this "
+            f"(Python {sys.version_info.major}.{sys.version_info.minor}).\n"
+            "# Installed with --no-deps: the set is resolved as it is.\n"
+            + "".join(f"{name}=={v}\n" for name, v in pins.items()))
+
+
+def dlforge_wheel(dest: Path) -> str | None:
+    """Put the wheel of the running dlforge in `dest` and return its file name: built from the source tree it
+    runs from (an editable or a local-folder install), or the wheel file it was installed from. None when it
+    came from a package index: the image installs it from there."""
+    dist = distribution("dlforge")
+    origin = dist.read_text("direct_url.json")
+    if origin is None:  # PEP 610: no direct_url.json, installed from an index
+        return None
+    url = json.loads(origin)
+    where = Path(unquote(urlparse(url["url"]).path))
+    if "dir_info" in url and (where / "pyproject.toml").is_file():
+        return _build_wheel(where, dest)
+    if "archive_info" in url and where.is_file() and where.suffix == ".whl":
+        shutil.copy2(where, dest / where.name)
+        return where.name
+    raise DlforgeError(f"dlforge was installed from {url['url']}, which is no source tree or wheel file here: "
+                       "pass --wheel with a dlforge wheel")
+
+
+def _build_wheel(source: Path, dest: Path) -> str:
+    # uv builds with the backend pyproject.toml names, in an isolated environment; `uv run` says which uv it is.
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        raise DlforgeError(f"dlforge runs from its source tree {source}: building its wheel needs uv "
+                           "(https://docs.astral.sh/uv/), or pass --wheel with a dlforge wheel")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([uv, "build", "--wheel", "--out-dir", tmp, str(source)], capture_output=True,
+                              text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or len(wheels) != 1:
+            why = (proc.stderr.strip().splitlines() or ["it wrote no wheel"])[-1]
+            raise DlforgeError(f"{source}: `uv build --wheel` failed: {why}")
+        shutil.move(wheels[0], dest / wheels[0].name)
+        return wheels[0].name
 
 
 def entrypoint_command(context: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
@@ -312,16 +418,16 @@ def _template(name: str) -> Template:
     return Template((files("dlforge") / "templates" / "package" / name).read_text())
 
 
-def _copy_model(run: Path, dest: Path) -> None:
+def _copy_model(run: Run, dest: Path) -> None:
     """Copy what serving reads, world-readable: in the image it stays root's, and the server runs as uid 10001
     (run files are written 0600)."""
     dest.mkdir()
-    for name in SERVING_FILES:
-        if (run / name).is_file():
-            shutil.copy2(run / name, dest / name)
-    for name in SERVING_DIRS:
-        if (run / name).is_dir():
-            shutil.copytree(run / name, dest / name)
+    for name in SERVING_FILES + (ONNX_FILES if stale_reason(run) is None else ()):
+        if (run.path / name).is_file():
+            (dest / name).parent.mkdir(exist_ok=True)
+            shutil.copy2(run.path / name, dest / name)
+    if (run.path / ASSETS).is_dir():
+        shutil.copytree(run.path / ASSETS, dest / ASSETS, ignore=shutil.ignore_patterns(".*"))
     for path in [dest, *dest.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
 

@@ -24,6 +24,11 @@ def figure(path: Path, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def details(summary: str, body: str) -> str:
+    """`body` folded under a one-line `summary` the reader clicks to open."""
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>" if body else ""
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -36,7 +41,7 @@ h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margi
 table{border-collapse:collapse;margin:.8em 0} td,th{border:1px solid #ddd;padding:3px 9px;text-align:left}
 th{background:#f4f4f4} figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}
 img{max-width:100%} figcaption{font-size:12px;color:#555} pre{background:#f6f6f6;padding:1em;overflow:auto}
-.muted{color:#777}
+.muted{color:#777} summary{cursor:pointer;color:#555;margin:.4em 0}
 """
 
 

@@ -16,7 +16,8 @@ from dlforge.predictor import Predictor
 from dlforge.registry import TASKS
 from dlforge.report.html import write_report
 from dlforge.run import Run
-from dlforge.spec import SpecBase, TrainSpec
+from dlforge.spec import DataSpec, SpecBase, TrainSpec
+from dlforge.tasks.base import Prepared, Task
 from dlforge.tasks.capabilities import Profiled
 from dlforge.training.callbacks import BackboneFreeze, Callback, EarlyStopping, GradientFlow
 from dlforge.training.trainer import Trainer
@@ -35,24 +36,17 @@ def callbacks_from_spec(train: TrainSpec) -> list[Callback]:
 
 def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | None = None,
           progress: bool | None = None) -> Run:
-    """Train `spec` into a new run directory (or finish the stopped run `resume`)."""
+    """Train `spec` into a new run directory (or finish the stopped run `resume`). The data is read and checked
+    first: a wrong path, a missing column or a corrupt file stops before any run directory is made."""
     main = int(os.environ.get("RANK", "0")) == 0
-    run = resume or (Run.create(runs_dir, spec.name) if main else None)
-    if main:
-        run.write_spec(spec)
-        run.mark_running()
+    run = resume
     try:
-        seed_everything(spec.train.seed)
-        task = TASKS.get(spec.task)(spec)
-        prepared = task.prepare()
-        meta = {"task": spec.task, **prepared.meta, "versions": _versions()}
-        weights = None
-        if spec.train.fairness.reweigh:  # Kamiran-Calders: groups and label made independent by sample weights
-            from dlforge.training.reweigh import reweigh
-
-            weights, meta["fairness"] = reweigh(prepared, spec.train.fairness.reweigh, meta["classes"])
+        task, prepared, meta, weights = _prepare(spec)
         if main:
-            run.write_meta(meta)  # now: a stopped run shows what it was, and can be resumed
+            run = run or Run.create(runs_dir, spec.name)
+            run.write_spec(spec)
+            run.mark_running()
+            run.write_meta(meta)  # now: a stopped or failed run shows what it was, and can be resumed
         trainer = Trainer(spec.train, callbacks_from_spec(spec.train), run=run, progress=progress)
         trainer.fit(task, prepared.model, prepared.train, prepared.val, meta, resume=resume is not None,
                     sample_weights=weights)
@@ -79,9 +73,34 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
         run.mark_complete(summary)  # last: only now does the run count as finished
         return run
     except BaseException as e:
-        if main:
+        if main and run is not None:
             run.mark_failed("interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}")
         raise
+
+
+def check_data(spec: SpecBase) -> dict[str, Any]:
+    """Read and check `spec`'s data (and build its model) exactly as `train` does before it makes a run directory,
+    and train nothing: the run's meta as training would start it (sizes, classes, what was skipped or dropped). A
+    DataError names the first problem."""
+    return _prepare(spec)[2]
+
+
+def _prepare(spec: SpecBase) -> tuple[Task, Prepared, dict[str, Any], Any]:
+    """The task, its data and model, the run's first meta, and fairness sample weights (or None)."""
+    seed_everything(spec.train.seed)
+    task = TASKS.get(spec.task)(spec)
+    prepared = task.prepare()
+    meta = {"task": spec.task, **prepared.meta, "versions": _versions()}
+    data = getattr(spec, "data", None)
+    if isinstance(data, DataSpec) and (data.limit or data.fraction):  # a quick run says so
+        meta["data"] = {**(meta.get("data") or {}),
+                        "subset": {"limit": data.limit} if data.limit else {"fraction": data.fraction}}
+    weights = None
+    if spec.train.fairness.reweigh:  # Kamiran-Calders: groups and label made independent by sample weights
+        from dlforge.training.reweigh import reweigh
+
+        weights, meta["fairness"] = reweigh(prepared, spec.train.fairness.reweigh, meta["classes"])
+    return task, prepared, meta, weights
 
 
 def _versions() -> dict[str, str]:

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from dlforge._io import atomic_write_bytes
 
@@ -24,36 +25,88 @@ def save(fig: plt.Figure, path: Path) -> Path:
 
 
 def training_curves(history: list[dict], path: Path) -> Path:
-    """Losses on one axis, every other logged metric on a second panel, per epoch."""
+    return save(curves_figure(history), path)
+
+
+def curves_figure(history: list[dict]) -> plt.Figure:
+    """Losses on one axis, every other logged metric on a second panel, per epoch. A single epoch, or a flat curve,
+    gets an axis from zero (`flat_limits`), not matplotlib's ±4% around the value, which reads as a swing."""
     epochs = [row["epoch"] for row in history]
     keys = sorted({k for row in history for k, v in row.items() if "/" in k and isinstance(v, int | float)})
     losses = [k for k in keys if k.endswith("loss")]
     others = [k for k in keys if k not in losses]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, group, title in ((axes[0], losses, "loss"), (axes[1], others, "metrics")):
-        for k in group:
-            ax.plot(epochs, [row.get(k, np.nan) for row in history], marker="o", ms=3, label=k)
+        values = np.array([[row.get(k, np.nan) for row in history] for k in group], dtype=float)
+        for k, curve in zip(group, values, strict=True):
+            ax.plot(epochs, curve, marker="o", ms=3 if len(epochs) > 1 else 7, label=k)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
+        finite = values[np.isfinite(values)]
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        if finite.size and (len(epochs) == 1 or finite.min() == finite.max()):
+            ax.set_ylim(*flat_limits(float(finite.min()), float(finite.max())))
         if group:
             ax.legend(fontsize=8)
-    return save(fig, path)
+    return fig
 
 
-def grad_flow(history: list[dict], path: Path) -> Path | None:
-    """log10 of each weight's mean gradient norm, per layer (rows) and epoch (columns)."""
+def flat_limits(low: float, high: float) -> tuple[float, float]:
+    """y-limits for values with no trend to show: a score's whole range [0, 1] for values in it (accuracy, mAP),
+    else zero to the values; a twentieth of the largest magnitude as margin."""
+    if low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    margin = 0.05 * (max(abs(low), abs(high)) or 1.0)
+    return min(low, 0.0) - margin, max(high, 0.0) + margin
+
+
+def grad_blocks(names: Sequence[str], max_rows: int = 20) -> dict[str, list[str]]:
+    """Parameter names grouped into blocks by module prefix: the deepest prefix (`backbone.stage2`, `head.box`) that
+    keeps at most `max_rows` blocks. When even the top-level modules are more, consecutive ones are merged."""
+    def prefix(name: str, depth: int) -> str:
+        return ".".join((name.split(".")[:-1] or [name])[:depth])
+
+    best: dict[str, list[str]] = {}
+    for depth in range(1, max(n.count(".") for n in names) + 2):
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            groups.setdefault(prefix(name, depth), []).append(name)
+        if len(groups) > max_rows:
+            if best:
+                break
+            keys = list(groups)  # the top level alone is too many: merge runs of neighbours
+            runs = np.array_split(np.arange(len(keys)), max_rows)
+            return {keys[r[0]] if len(r) == 1 else f"{keys[r[0]]} … {keys[r[-1]]}":
+                    [n for i in r for n in groups[keys[i]]] for r in runs}
+        best = groups
+    return best
+
+
+def grad_flow(history: list[dict], path: Path, max_rows: int | None = None) -> Path | None:
+    """log10 of each weight's mean gradient norm, per layer (rows) and epoch (columns). With `max_rows`, one row per
+    block of layers (`grad_blocks`): the norm of the block's gradient, the root of its layers' summed squares."""
     rows = [row for row in history if row.get("grad_norm")]
     if not rows:
         return None
-    names = [n for n in rows[0]["grad_norm"] if not n.endswith(".bias")]
+    # every weight of every epoch, the last epoch's order first (a frozen backbone joins the later epochs)
+    names = list(dict.fromkeys(n for row in reversed(rows) for n in row["grad_norm"] if not n.endswith(".bias")))
     values = np.array([[row["grad_norm"].get(n, np.nan) for row in rows] for n in names], dtype=float)
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(rows) + 3), max(3, 0.22 * len(names) + 1)))
+    labels, what = names, "layer"
+    if max_rows:
+        blocks = grad_blocks(names, max_rows)
+        position = {n: i for i, n in enumerate(names)}
+        members = [values[[position[n] for n in block]] for block in blocks.values()]
+        values = np.array([np.where(np.isnan(m).all(0), np.nan, np.sqrt(np.nansum(m**2, 0))) for m in members])
+        labels, what = [f"{b} ({len(block)})" for b, block in blocks.items()], "block"
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(rows) + 3), max(3, 0.22 * len(labels) + 1)))
     image = ax.imshow(np.log10(np.maximum(values, 1e-12)), aspect="auto", cmap="viridis")
-    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.set_xticks(range(len(rows)), [row["epoch"] for row in rows], fontsize=7)
     ax.set_xlabel("epoch")
-    ax.set_title("gradient flow: log10 mean ‖grad‖ per layer")
+    ax.set_title(f"gradient flow: log10 mean ‖grad‖ per {what}")
     fig.colorbar(image, ax=ax)
     return save(fig, path)
 

@@ -10,6 +10,9 @@
         report.html
         RUNNING / FAILED     while training (with the pid) / why it stopped
         COMPLETE             written last: only a run with it is loaded as finished
+
+Wherever the CLI asks for a run, `resolve_run` also takes `latest` (the newest finished run) or a unique prefix of a
+run's name.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import yaml
 
 from dlforge._io import atomic_write_json, atomic_write_text
-from dlforge.errors import RunError
+from dlforge.errors import DlforgeError, RunError, listed
 from dlforge.registry import TASKS
 from dlforge.run_meta import FORMAT_VERSION, RunMeta, migrate
 from dlforge.spec import SpecBase, renamed_model, spec_to_yaml, validate_spec
@@ -165,6 +168,19 @@ class Run:
         atomic_write_json(self.path / "COMPLETE", {"finished": _now(), **summary})
         (self.path / "RUNNING").unlink(missing_ok=True)
 
+    def describe(self) -> tuple[str, str]:
+        """(task, model name), for listings: from meta.json, else from spec.yaml (a run stopped before its meta was
+        written: older versions made the directory before reading the data); "?" where neither says."""
+        try:
+            if self.meta_path.exists():
+                meta = self.read_meta()
+                return meta["task"], meta["model"]
+            spec = yaml.safe_load(_read(self.spec_path))
+            model = spec.get("model") or {}
+            return str(spec.get("task", "?")), str(model.get("name", "?") if isinstance(model, dict) else model)
+        except (DlforgeError, yaml.YAMLError, AttributeError):
+            return "?", "?"
+
     def status(self) -> str:
         """complete, failed, running (its process is alive) or stopped (killed: resumable)."""
         if self.is_complete:
@@ -186,6 +202,50 @@ def list_runs(runs_dir: str | os.PathLike) -> list[Run]:
     if not root.is_dir():
         return []
     return sorted((Run(p) for p in root.iterdir() if (p / "spec.yaml").exists()), key=lambda r: r.path.name)
+
+
+LATEST = "latest"
+
+
+def resolve_run(given: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Path:
+    """The run directory `given` names: a run directory; `latest` (or `<folder>/latest`): the newest finished run in
+    `runs_dir` (or that folder); or the start of a run's name, matching one run there (`digits-cnn-2026`,
+    `runs/digits`). A RunError otherwise, listing the runs an ambiguous prefix matches.
+
+    `latest` is found, not stored: the finished run whose COMPLETE marker says it finished last. A pointer file would
+    be one more thing to keep in step (and a stray entry beside the runs); a symlink needs privileges on Windows."""
+    path = Path(given)
+    if path.is_dir():
+        return path
+    folder = path.parent
+    if len(path.parts) == 1:  # a name alone: in runs_dir, or here (typed from inside a folder of runs)
+        folder = Path(runs_dir) if list_runs(runs_dir) or not list_runs(".") else Path(".")
+    runs = list_runs(folder)
+    if path.name == LATEST:
+        finished = [r for r in runs if r.is_complete]
+        if not finished:
+            raise RunError(f"{given}: no finished run in {folder}/ yet")
+        return max(finished, key=_finished_at).path
+    matches = [r.path for r in runs if r.path.name.startswith(path.name)]
+    exact = [m for m in matches if m.name == path.name]  # digits-20261124-120000 beside digits-20261124-120000-1
+    if len(exact or matches) == 1:
+        return (exact or matches)[0]
+    if not matches:
+        raise RunError(f"{given}: no such run directory, nor a run in {folder}/ whose name starts with {path.name!r} "
+                       f"(`dlforge runs {folder}` lists them)")
+    raise RunError(f"{given}: {len(matches)} runs in {folder}/ start with {path.name!r}: "
+                   f"{listed([m.name for m in matches])}; give more of the name, or `latest` for the newest finished "
+                   "run")
+
+
+def _finished_at(run: Run) -> tuple[str, int]:
+    """When a run finished: COMPLETE's UTC time (to the second; kept when runs are copied), then the file's own
+    modification time to break ties."""
+    try:
+        finished = str((run.completion() or {}).get("finished", ""))
+    except (DlforgeError, ValueError):  # a damaged marker: ordered by its file's time alone
+        finished = ""
+    return finished, (run.path / "COMPLETE").stat().st_mtime_ns
 
 
 def _meta_class(meta: dict[str, Any], source: Path) -> type[RunMeta]:

@@ -55,6 +55,26 @@ class SplitSpec(StrictModel):
         return test
 
 
+class DataSpec(StrictModel):
+    """What the `data:` of every task that reads items (images, texts, rows) from a file, folder or built-in set
+    shares: where from, how it is split, and how much of it a quick run uses. Each task subclasses it, describing
+    its own `source`; `dlforge.data.split.split_data` applies `limit` / `fraction`, then the split."""
+
+    source: str = Field(description="where the data is")
+    split: SplitSpec = SplitSpec()
+    limit: int | None = Field(None, ge=1, description="a quick run: at most this many items, drawn before the split "
+                                                      "(seeded by split.seed; stratified by label where there are "
+                                                      "labels)")
+    fraction: float | None = Field(None, gt=0.0, le=1.0, description="a quick run: this share of the items, drawn as "
+                                                                      "`limit` is")
+
+    @model_validator(mode="after")
+    def _one_subset(self) -> DataSpec:
+        if self.limit is not None and self.fraction is not None:
+            raise ValueError("give data.limit or data.fraction, not both")
+        return self
+
+
 class OptimizerSpec(StrictModel):
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)

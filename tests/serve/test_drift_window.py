@@ -14,6 +14,7 @@ import pytest
 import dlforge
 from dlforge.errors import DlforgeError
 from dlforge.serve.app import load_served
+from dlforge.serve.metrics import DRIFT_GAUGES
 from tests.serve.conftest import ThreadServer, png_bytes
 
 WINDOW = ("serve.monitor.window=90", "serve.monitor.every_s=0.2", "serve.monitor.min_items=30")
@@ -39,8 +40,10 @@ def test_window_gauges_stay_calm_for_clean_digits_and_rise_for_brighter_ones(tra
     images = np.asarray(items)[np.random.default_rng(0).permutation(len(items))[:90], ..., 0]  # (90, 8, 8) uint8
     encode = lambda batch: [base64.b64encode(png_bytes(im)).decode() for im in batch]  # noqa: E731
     with ThreadServer(trained_run.path, overrides=WINDOW) as server, server.client() as client:
+        assert not [name for name in DRIFT_GAUGES if name in client.get("/metrics").text]  # nothing measured yet
         assert client.post("/predict", json={"instances": encode(images)}).status_code == 200
         calm = wait_for_check(client, 90)
+        assert [name for name in DRIFT_GAUGES if name not in calm] == []
         assert gauge(calm, "dlforge_drift_detected") == 0
         assert gauge(calm, "dlforge_embedding_drift_auc") < 0.55
         assert 0.5 < gauge(calm, "dlforge_estimated_accuracy") <= 1

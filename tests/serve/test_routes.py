@@ -8,6 +8,7 @@ import json
 import pytest
 
 import dlforge
+from dlforge.serve.metrics import DRIFT_GAUGES
 from tests.serve.conftest import ThreadServer, assert_same_predictions, digit_pngs
 
 
@@ -116,6 +117,27 @@ def test_metrics_count_requests_by_route_and_status(digits_server) -> None:
     for name in ("dlforge_request_duration_seconds_bucket", "dlforge_batch_size_bucket", "dlforge_requests_in_flight",
                  "dlforge_model_load_seconds", "dlforge_model_info"):
         assert name in text
+    # drift monitoring is off: no drift gauge, rather than a 0 that an alert rule reads as "no drift"
+    assert not [name for name in DRIFT_GAUGES if name in text]
+
+
+def test_errors_name_the_field_the_input_came_in(digits_server) -> None:
+    garbage = b"\x00 garbage, not a PNG"
+    good = base64.b64decode(digit_pngs(1)[0])
+    form = {"content-type": "application/x-www-form-urlencoded"}  # what `curl -d` sends without -H
+    with digits_server.client() as c:
+        upload = c.post("/predict", files=[("file", ("garbage.png", garbage, "image/png"))])
+        second = c.post("/predict", files=[("file", ("a.png", good, "image/png")),
+                                           ("file", ("b.png", garbage, "image/png"))])
+        raw = c.post("/invocations", content=garbage, headers={"content-type": "image/png"})
+        not_json = c.post("/predict", content=b"hello", headers=form)
+        json_as_form = c.post("/predict", content=json.dumps({"instances": digit_pngs(1)}), headers=form)
+    errors = {r.json()["error"].split(":", 1)[0]: r.status_code for r in (upload, second, raw, not_json)}
+    assert errors == {"file": 400, "file[1]": 400, "body": 400}
+    assert upload.json()["error"].startswith("file: not an image")
+    assert raw.json()["error"].startswith("body: not an image")
+    assert not_json.json()["error"].startswith("body: not JSON") and not_json.json()["field"] == "body"
+    assert json_as_form.status_code == 200  # a JSON body sent without its content type is read as JSON
 
 
 def _counter(text: str, labels: str) -> float:

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from dlforge.data import shipped_file
-from dlforge.errors import DataError
+from dlforge.errors import DataError, listed
 from dlforge.registry import did_you_mean
 
 log = logging.getLogger("dlforge")
@@ -189,10 +189,11 @@ def resolve_columns(table: Table, label: str, features: list[str] | None, catego
     columns = list(table.frame.columns)
 
     def check(names: list[str], field_name: str) -> None:
-        for name in names:
-            if name not in columns:
-                raise DataError(f"{table.source}: no column {name!r} ({field_name}){did_you_mean(name, columns)}; "
-                                f"columns: {', '.join(columns)}")
+        absent = [name for name in names if name not in columns]
+        if absent:
+            hint = did_you_mean(absent[0], columns) if len(absent) == 1 else ""
+            raise DataError(f"{table.source}: no column{'s' * (len(absent) > 1)} {listed(absent)} ({field_name})"
+                            f"{hint}; columns: {', '.join(columns)}")
 
     check([label], "data.label")
     check(features or [], "data.features")
@@ -235,7 +236,8 @@ def clean(table: Table, label: str | None, numeric: list[str], categorical: list
     needed = [*([label] if label else []), *numeric, *categorical]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise DataError(f"{table.source}: no column {missing[0]!r}; the model needs columns {', '.join(needed)}")
+        raise DataError(f"{table.source}: no column{'s' * (len(missing) > 1)} {listed(missing)}; the model needs "
+                        f"columns {', '.join(needed)}")
     bad: dict[int, tuple[str, str]] = {}  # row -> (reason, message), the first per row
     labels = _categories(table, label) if label else []
     for i, value in enumerate(labels):
@@ -326,7 +328,7 @@ def encode(rows: Sequence[Mapping[str, Any]], prep: dict[str, Any]) -> tuple[dic
     blocks, indicators = [], []
     for col in prep["numeric"]:
         name = col["name"]
-        values = numbers([_get(row, name, i) for i, row in enumerate(rows)], na)
+        values = numbers([_get(row, name, i, prep) for i, row in enumerate(rows)], na)
         absent = np.isnan(values)
         if absent.any():
             missing[name] = int(absent.sum())
@@ -338,7 +340,7 @@ def encode(rows: Sequence[Mapping[str, Any]], prep: dict[str, Any]) -> tuple[dic
         name, vocabulary = col["name"], {c: i + 1 for i, c in enumerate(col["categories"])}
         ids, n_missing, n_unseen = [], 0, 0
         for i, row in enumerate(rows):
-            value = _get(row, name, i)
+            value = _get(row, name, i, prep)
             if isinstance(value, str) and value in vocabulary:  # the common case: a known category as spelt
                 ids.append(vocabulary[value])
                 continue
@@ -358,11 +360,13 @@ def encode(rows: Sequence[Mapping[str, Any]], prep: dict[str, Any]) -> tuple[dic
             {"missing": missing, "unseen": unseen})
 
 
-def _get(row: Mapping[str, Any], name: str, i: int) -> Any:
+def _get(row: Mapping[str, Any], name: str, i: int, prep: dict[str, Any]) -> Any:
     try:
         return row[name]
     except KeyError:
-        raise ValueError(f"item {i} has no value for feature {name!r} (give null for a missing value)") from None
+        absent = [f for f in feature_names(prep) if f not in row]  # all of them, not one per try
+        raise ValueError(f"item {i} has no value for feature{'s' * (len(absent) > 1)} {listed(absent)} (give null "
+                         "for a missing value)") from None
     except TypeError:
         raise ValueError(f"item {i}: expected a dict of column values, got {type(row).__name__}") from None
 

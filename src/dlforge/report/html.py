@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlforge._io import atomic_write_text
-from dlforge.pages import Section, figure, render, table
+from dlforge.pages import Section, details, figure, render, table
 from dlforge.tasks.capabilities import Reported
 
 if TYPE_CHECKING:
     from dlforge.run import Run
     from dlforge.spec import SpecBase
+
+BLOCK_ROWS = 20  # rows of the gradient-flow summary: the heatmap stays within a screen
 
 
 def write_report(run: Run, completion: dict[str, Any] | None = None) -> Path:
@@ -35,14 +37,8 @@ def write_report(run: Run, completion: dict[str, Any] | None = None) -> Path:
     sections = [Section("Summary", _summary(spec, meta, history, status, complete or {}))]
     if history:
         plots.training_curves(history, figures / "training_curves.png")
-        flow = plots.grad_flow(history, figures / "grad_flow.png")
-        warnings = [w for row in history for w in row.get("grad_warnings", [])]
-        body = figure(figures / "training_curves.png", "Training curves")
-        if flow:
-            body += figure(flow, "Gradient flow (weights; darker = smaller gradients)")
-        body += (f"<p>Gradient warnings: {len(warnings)}</p><ul>" +
-                 "".join(f"<li>{html.escape(w)}</li>" for w in warnings[:20]) + "</ul>") if warnings else \
-            "<p>No layer's gradient vanished or exploded.</p>"
+        one = " (one epoch: a single point per curve)" if len(history) == 1 else ""
+        body = figure(figures / "training_curves.png", "Training curves" + one) + _gradient_flow(history, figures)
         sections.append(Section("Training", body))
     if isinstance(task, Reported):
         sections += task.report_sections(run)
@@ -61,6 +57,29 @@ def write_report(run: Run, completion: dict[str, Any] | None = None) -> Path:
     return atomic_write_text(run.path / "report.html", page)
 
 
+def _gradient_flow(history: list[dict], figures: Path) -> str:
+    """The gradient-flow heatmap by block of layers (a yolo_n has 120 weights: one row each would fill the screen),
+    the full per-layer one folded under it, then the warnings and the layers the loss has not reached yet."""
+    from dlforge import plots
+
+    if layers := plots.grad_flow(history, figures / "grad_flow.png"):
+        blocks = plots.grad_flow(history, figures / "grad_flow_blocks.png", max_rows=BLOCK_ROWS)
+        count = len({n for row in history for n in row.get("grad_norm", {}) if not n.endswith(".bias")})
+        body = (figure(blocks, "Gradient flow by block (weights; darker = smaller gradients)")
+                + details(f"Gradient flow per layer ({count} layers)",
+                          figure(layers, "Gradient flow per layer (weights; darker = smaller gradients)")))
+    else:
+        body = ""
+    warnings = [w for row in history for w in row.get("grad_warnings", [])]
+    body += (f"<p>Gradient warnings: {len(warnings)}</p><ul>" +
+             "".join(f"<li>{html.escape(w)}</li>" for w in warnings[:20]) + "</ul>") if warnings else \
+        "<p>No layer's gradient vanished or exploded.</p>"
+    if unused := history[-1].get("grad_unused"):
+        body += (f"<p>Unused so far ({len(unused)}; the loss's gradient does not reach them, so they are not "
+                 f"vanishing): {html.escape(', '.join(unused[:20]))}{' …' if len(unused) > 20 else ''}</p>")
+    return body
+
+
 def _summary(spec: SpecBase, meta: dict, history: list[dict], status: str, complete: dict[str, Any]) -> str:
     rows = [["task", spec.task], ["model", meta.get("model")], ["status", status],
             ["labels", ", ".join(meta.get("classes", []))[:200]],
@@ -73,8 +92,9 @@ def _summary(spec: SpecBase, meta: dict, history: list[dict], status: str, compl
         rows.append([f"test {complete['headline']['name']}", f"{complete['headline']['value']:.4f}"])
     if meta.get("pretrained"):
         rows.append(["pretrained from", meta["pretrained"]["source"]])
-    versions = json.dumps(meta.get("versions", {}))
-    return table(["", ""], rows) + f'<p class="muted">versions: {html.escape(versions)}</p>'
+    versions = list(meta.get("versions", {}).items())
+    return table(["", ""], rows) + details(f"Versions ({len(versions)} packages)",
+                                           table(["package", "version"], versions) if versions else "")
 
 
 def _sharpness(run: Run) -> list[Section]:

@@ -4,7 +4,7 @@ a native / SageMaker / Vertex AI predict request, whatever its content type."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -47,7 +47,18 @@ class V2Request(_Body):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-async def read_predict_body(request: Request) -> tuple[list[Any], dict[str, Any]]:
+class PredictBody(NamedTuple):
+    instances: list[Any]
+    parameters: dict[str, Any]
+    fields: list[str]  # what an error about each instance names: `instances[0]`, `file`, `body`
+
+
+# A body of these types is one raw instance (an image, a text); any other is read as JSON, `curl -d`'s default
+# application/x-www-form-urlencoded included: that is a JSON body sent without its header.
+RAW_TYPES = ("image/", "text/", "application/octet-stream")
+
+
+async def read_predict_body(request: Request) -> PredictBody:
     """The instances and parameters of a native / SageMaker / Vertex request: a JSON body `{"instances": [...],
     "parameters": {...}}`, a multipart upload (field `file`, repeatable), or one raw image or text."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -63,18 +74,20 @@ async def read_predict_body(request: Request) -> tuple[list[Any], dict[str, Any]
             raise InputError("parameters", "not valid JSON") from None
         if not isinstance(parameters, dict):
             raise InputError("parameters", "expected a JSON object")
-        return [await u.read() for u in uploads], parameters
+        fields = ["file"] if len(uploads) == 1 else [f"file[{i}]" for i in range(len(uploads))]
+        return PredictBody([await u.read() for u in uploads], parameters, fields)
     data = await request.body()
     if not data:
         raise InputError("body", 'empty; send {"instances": [...]}')
-    if ctype in ("", "application/json") or ctype.endswith("+json"):
-        try:
-            body = json.loads(data)
-        except ValueError as e:
-            raise InputError("body", f"not valid JSON ({e})") from None
-        try:
-            req = PredictRequest.model_validate(body)
-        except ValidationError as e:
-            raise validation_error(e.errors(), ("body",)) from None
-        return req.instances, req.parameters
-    return [data], {}  # a raw image (image/png, application/octet-stream, ...) or text (text/plain)
+    if ctype.startswith(RAW_TYPES):
+        return PredictBody([data], {}, ["body"])  # a raw image (image/png, application/octet-stream) or text
+    try:
+        body = json.loads(data)
+    except ValueError as e:
+        raise InputError("body", f'not JSON ({e}); send {{"instances": [...]}} as application/json, a multipart '
+                                 "upload in field `file`, or one raw image or text with its content type") from None
+    try:
+        req = PredictRequest.model_validate(body)
+    except ValidationError as e:
+        raise validation_error(e.errors(), ("body",)) from None
+    return PredictBody(req.instances, req.parameters, [f"instances[{i}]" for i in range(len(req.instances))])

@@ -1,6 +1,8 @@
 """`serve.monitor.window: N`: the server keeps its last N inputs and, every `every_s` seconds when new ones came,
 compares them with the run's reference profile (as `dlforge monitor` does) and sets Prometheus gauges: the share
-of drifted input columns, dataset drift, the embedding-drift score, the label-free accuracy estimate.
+of drifted input columns, dataset drift, the embedding-drift score, the label-free accuracy estimate. Each gauge
+appears on /metrics with its first measured value: before the first comparison (or with the window off) there is
+none, never a 0 that reads as "no drift".
 
 The forward pass that embeds the window runs in the model's own thread (the batcher's executor), so it never
 overlaps a batch: the embedding hook would see the batch's activations. The statistics run in another thread."""
@@ -66,15 +68,15 @@ class DriftWindow:
         return self.last
 
     def _publish(self, result: dict[str, Any], items: int) -> None:
-        m, inputs = self.metrics, result["inputs"]
-        m.drift_items.set(items)
-        m.drift_share.set(inputs["share"])
-        m.drift_detected.set(int(result["drifted"]))
+        gauge, inputs = self.metrics.drift_gauge, result["inputs"]
+        gauge("dlforge_drift_window_items").set(items)
+        gauge("dlforge_drift_share").set(inputs["share"])
+        gauge("dlforge_drift_detected").set(int(result["drifted"]))
         for column in inputs["columns"]:
-            m.column_drifted.labels(column["column"]).set(int(column["drifted"]))
+            gauge("dlforge_drift_column_drifted").labels(column["column"]).set(int(column["drifted"]))
         if result["embeddings"] is not None:
-            m.embedding_auc.set(result["embeddings"]["domain_auc"])
-            m.embedding_p_value.set(result["embeddings"]["p_value"])
+            gauge("dlforge_embedding_drift_auc").set(result["embeddings"]["domain_auc"])
+            gauge("dlforge_embedding_drift_p_value").set(result["embeddings"]["p_value"])
         if "accuracy" in result:
-            m.estimated_accuracy.set(result["accuracy"]["estimated_current"])
-        m.drift_checked.set(time.time())
+            gauge("dlforge_estimated_accuracy").set(result["accuracy"]["estimated_current"])
+        gauge("dlforge_drift_checked_timestamp_seconds").set(time.time())

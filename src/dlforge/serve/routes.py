@@ -25,8 +25,8 @@ def predict_endpoint(s: Served) -> Callable[[Request], Awaitable[JSONResponse]]:
     """`{"predictions": [...]}` for a JSON, multipart or raw body (`read_predict_body`)."""
 
     async def predict(request: Request) -> JSONResponse:
-        instances, parameters = await read_predict_body(request)
-        predictions = await s.predict(instances, parameters, request.scope["path"])
+        body = await read_predict_body(request)
+        predictions = await s.predict(body.instances, body.parameters, request.scope["path"], body.fields)
         return JSONResponse({"predictions": predictions}, headers={"X-Model-Version": s.version})
 
     return predict
@@ -52,10 +52,11 @@ def add_native_routes(app: FastAPI, s: Served) -> None:
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
+    example = s.wire.example(s.predictor.meta)  # what the page at / sends as it is; an image's: a small grey PNG
+
     @app.get("/metadata", tags=["predict"], summary="Task, labels, input schema and model version")
     async def metadata() -> dict[str, Any]:
         meta = s.predictor.meta
-        example = s.wire.example(meta) if s.wire.kind not in ("image",) else None  # an image example is noise
         return {"name": s.name, "version": s.version, "task": meta["task"], "model": meta.get("model"),
                 "classes": meta.get("classes"), "backend": s.backend,
                 "input": {"kind": s.wire.kind, "schema": s.wire.schema(meta), "example": example},

@@ -6,10 +6,12 @@ The server reaches the model only through the Predictor's public surface, and th
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -61,11 +63,14 @@ class Served:
     def wire(self) -> Any:
         return self.predictor.wire
 
-    def decode(self, instances: list[Any], prefix: str = "instances") -> list[Any]:
+    def decode(self, instances: list[Any], fields: Sequence[str] | None = None) -> list[Any]:
+        """Instances -> Predictor items; an error names `fields[i]` (default `instances[i]`): the multipart field or
+        the raw body the instance came in."""
         limit = self.settings.limits.max_batch
         if len(instances) > limit:
-            raise InputError(prefix, f"{len(instances)} instances is over the limit of {limit} per request", 413)
-        return [self.wire.decode(v, f"{prefix}[{i}]", self.settings.limits) for i, v in enumerate(instances)]
+            raise InputError("instances", f"{len(instances)} instances is over the limit of {limit} per request", 413)
+        fields = fields or [f"instances[{i}]" for i in range(len(instances))]
+        return [self.wire.decode(v, f, self.settings.limits) for v, f in zip(instances, fields, strict=True)]
 
     def check_options(self, parameters: dict[str, Any], prefix: str = "parameters") -> None:
         allowed = self.predictor.prediction_options
@@ -73,13 +78,14 @@ class Served:
             if name not in allowed:
                 raise InputError(f"{prefix}.{name}", f"unknown option; this model takes {', '.join(allowed) or 'none'}")
 
-    async def predict(self, instances: list[Any], parameters: dict[str, Any], route: str) -> list[dict[str, Any]]:
-        """Decode, queue for a batch, answer; the time limit covers it all."""
+    async def predict(self, instances: list[Any], parameters: dict[str, Any], route: str,
+                      fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Decode, queue for a batch, answer; the time limit covers it all. `fields`: as `decode` takes them."""
         self.check_options(parameters)
         started = time.perf_counter()
         timeout = self.settings.limits.timeout_s
         try:
-            predictions = await asyncio.wait_for(self._predict(instances, parameters), timeout)
+            predictions = await asyncio.wait_for(self._predict(instances, parameters, fields), timeout)
         except TimeoutError:
             raise HTTPException(504, f"no answer within {timeout:g} s (serve.limits.timeout_s)") from None
         if self.request_log is not None:
@@ -87,13 +93,15 @@ class Served:
             self.metrics.log_dropped.set(self.request_log.dropped)
         return predictions
 
-    async def _predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _predict(self, instances: list[Any], parameters: dict[str, Any],
+                       fields: Sequence[str] | None) -> list[dict[str, Any]]:
         self.batcher.arriving += 1  # the batcher may wait for this one
         try:
             # Large inputs are decoded in a thread, off the event loop; small ones (most requests) here, where
             # it costs less than the thread hop.
             small = sum(len(v) for v in instances if isinstance(v, str | bytes)) < INLINE_DECODE_BYTES
-            items = self.decode(instances) if small else await run_in_threadpool(self.decode, instances)
+            decode = functools.partial(self.decode, instances, fields)
+            items = decode() if small else await run_in_threadpool(decode)
         finally:
             self.batcher.arriving -= 1
         predictions = await self.batcher.enqueue(items, parameters)  # cancelled on timeout: the batcher skips it

@@ -158,3 +158,9 @@ def prediction_settings(spec: type[S], meta: dict[str, Any], options: dict[str, 
     except ValidationError as e:
         err = e.errors()[0]
         raise DlforgeError(f"prediction option {err['loc'][0]}={err['input']!r}: {err['msg']}") from None
+
+
+def significant(x: float) -> float:
+    """A probability, confidence or pixel share as a prediction states it: 7 significant digits (float32's
+    precision), so 0.9999 stays apart from 1 and 3e-9 from 0, which a fixed number of decimals rounds away."""
+    return float(f"{x:.7g}")

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from dlforge.devices import to_device
 from dlforge.errors import DlforgeError
 from dlforge.pages import Section, figure, table
-from dlforge.tasks.base import Task
+from dlforge.tasks.base import Task, significant
 from dlforge.tasks.capabilities import Auditable, Explainable, ExplainTarget, Exportable, Profiled, Reported
 
 if TYPE_CHECKING:
@@ -80,8 +80,8 @@ class ClassificationTask(Task, Exportable, Explainable, Profiled, Auditable, Rep
     def postprocess(self, outputs: torch.Tensor, meta: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
         classes = meta["classes"]
         probs = self.probabilities(outputs, meta)  # (B, K)
-        return [{"label": classes[int(p.argmax())], "confidence": round(float(p.max()), 6),
-                 "probabilities": {c: round(float(q), 6) for c, q in zip(classes, p, strict=True)}}
+        return [{"label": classes[int(p.argmax())], "confidence": significant(float(p.max())),
+                 "probabilities": {c: significant(float(q)) for c, q in zip(classes, p, strict=True)}}
                 for p in probs]
 
     def explain_target(self, outputs: torch.Tensor, meta: dict[str, Any], target: str | None = None,

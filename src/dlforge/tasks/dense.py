@@ -11,21 +11,20 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from dlforge.data.augment import DenseAugmentSpec
-from dlforge.data.split import stratified_split
+from dlforge.data.split import split_data
 from dlforge.models.pretrained import load_pretrained
-from dlforge.spec import LIBRARY, ModelSpec, SplitSpec, StrictModel, resolve_path
+from dlforge.spec import LIBRARY, DataSpec, ModelSpec, resolve_path
 from dlforge.tasks.base import Task
 from dlforge.tasks.capabilities import Annotated, Exportable, Profiled, Reported
 
 
-class DenseDataSpec(StrictModel):
+class DenseDataSpec(DataSpec):
     """`data:` of detection and segmentation; each task names its sources in `source`'s description."""
 
     source: str
     builtin: dict[str, Any] = Field(default_factory=dict,
                                     description="options of a builtin: source, e.g. {count: 600, size: 128}")
     classes: list[str] | None = Field(None, description="label order; default: as the source lists them")
-    split: SplitSpec = SplitSpec()
     image_size: int = Field(640, ge=32, multiple_of=32, description="model input side (images are resized)")
     on_error: Literal["error", "skip"] = Field("error", description="bad images, boxes or masks: stop, or skip "
                                                                     "and count")
@@ -50,8 +49,8 @@ class DenseTask(Task, Exportable, Profiled, Annotated, Reported):
         raise NotImplementedError
 
     def read_split(self) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        data, s = self.read(), self.spec.data.split
-        return data, stratified_split(np.zeros(len(data), dtype=np.int64), s.val, s.test, s.seed)
+        data = self.read()
+        return data, split_data(np.zeros(len(data), dtype=np.int64), self.spec.data)
 
     def start(self, data: Any, split: tuple[np.ndarray, ...], preprocessing: dict[str, Any]
               ) -> tuple[nn.Module, dict[str, Any]]:

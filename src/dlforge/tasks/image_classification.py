@@ -13,11 +13,11 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from dlforge.data.images import ImageDataset, ImageSet, channel_stats, read_image_set, to_uint8_tensor
-from dlforge.data.split import stratified_split
+from dlforge.data.split import split_data
 from dlforge.errors import DataError
 from dlforge.models.pretrained import load_pretrained
 from dlforge.registry import MODELS, TASKS
-from dlforge.spec import LIBRARY, ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.spec import LIBRARY, DataSpec, ModelSpec, SpecBase, StrictModel, resolve_path
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.classification import ClassificationTask
 from dlforge.wire import ImageWire
@@ -55,11 +55,10 @@ class AugmentSpec(StrictModel):
         return v2.Compose(steps) if steps else None
 
 
-class ImageDataSpec(StrictModel):
+class ImageDataSpec(DataSpec):
     source: str = Field(description="builtin:digits, a folder of class folders, or a .csv/.parquet of path,label")
     path_column: str = "path"
     label_column: str = "label"
-    split: SplitSpec = SplitSpec()
     image_size: int | tuple[int, int] | None = Field(
         None, description="resize to this (H, W); null: the images' own size, which must then be uniform")
     on_error: Literal["error", "skip"] = Field("error", description="unreadable images: stop, or skip and count")
@@ -101,8 +100,8 @@ class ImageClassification(ClassificationTask):
                               on_error=data.on_error, classes=classes)
 
     def _read_split(self) -> tuple[ImageSet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        images, s = self._read(self.spec.data.source), self.spec.data.split
-        return images, stratified_split(images.targets, s.val, s.test, s.seed)
+        images = self._read(self.spec.data.source)
+        return images, split_data(images.targets, self.spec.data)
 
     def prepare(self) -> Prepared:
         images, (train_idx, val_idx, test_idx) = self._read_split()

@@ -25,7 +25,7 @@ from dlforge.errors import DlforgeError
 from dlforge.pages import Section, figure, table
 from dlforge.registry import DETECTORS, TASKS
 from dlforge.spec import ModelSpec, SpecBase, StrictModel
-from dlforge.tasks.base import Prepared, prediction_settings
+from dlforge.tasks.base import Prepared, prediction_settings, significant
 from dlforge.tasks.capabilities import Explainable, ExplainTarget
 from dlforge.tasks.dense import DenseDataSpec, DenseTask
 from dlforge.wire import ImageWire
@@ -196,7 +196,7 @@ class ObjectDetection(DenseTask, Explainable):
         for det in outputs:
             det = select(det, o.conf, o.iou, o.max_det)
             results.append({"objects": [
-                {"box": [round(float(v), 2) for v in box], "label": classes[int(label)], "score": round(float(s), 4)}
+                {"box": [round(float(v), 2) for v in box], "label": classes[int(label)], "score": significant(float(s))}
                 for box, label, s in zip(det["boxes"], det["labels"], det["scores"], strict=True)]})
         return results
 

@@ -24,7 +24,7 @@ from dlforge.data.images import resize_square, to_uint8_tensor
 from dlforge.pages import Section, figure, table
 from dlforge.registry import SEGMENTERS, TASKS
 from dlforge.spec import ModelSpec, SpecBase
-from dlforge.tasks.base import Prepared
+from dlforge.tasks.base import Prepared, significant
 from dlforge.tasks.dense import DenseDataSpec, DenseTask
 from dlforge.wire import ImageWire
 
@@ -151,7 +151,7 @@ class SemanticSegmentation(DenseTask):
                 code = coco_mask.encode(np.asfortranarray(m == k))  # COCO run-length encoding, column-major
                 rle[classes[k]] = {"size": [int(s) for s in code["size"]], "counts": code["counts"].decode()}
             results.append({"size": list(m.shape),
-                            "pixels": {classes[k]: round(float((m == k).mean()), 6) for k in present},
+                            "pixels": {classes[k]: significant(float((m == k).mean())) for k in present},
                             "rle": rle})
         return results
 

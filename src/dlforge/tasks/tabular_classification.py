@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
-from dlforge.data.split import stratified_split
+from dlforge.data.split import split_data
 from dlforge.data.tables import (
     NA_VALUES,
     Table,
@@ -37,12 +37,12 @@ from dlforge.data.tables import (
     read_tables,
     resolve_columns,
 )
-from dlforge.errors import DataError, DlforgeError, InputError
+from dlforge.errors import DataError, DlforgeError, InputError, listed
 from dlforge.models.pretrained import load_pretrained
 from dlforge.models.tabular import TABULAR_MODELS
 from dlforge.pages import Section, table
 from dlforge.registry import TASKS, did_you_mean
-from dlforge.spec import ModelSpec, SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.spec import DataSpec, ModelSpec, SpecBase, resolve_path
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.classification import ClassificationTask
 from dlforge.wire import Limits, Wire
@@ -57,7 +57,7 @@ BUILTIN_LABELS = {"builtin:adult": "income"}
 COLUMNS_ASSET = "columns.json"
 
 
-class TabularDataSpec(StrictModel):
+class TabularDataSpec(DataSpec):
     source: str = Field(description="builtin:adult, or a .csv (with a header row) or .parquet file")
     test_source: str | None = Field(None, description="a separate test file with the same columns; then split.test "
                                                       "is unused and split.val is a share of `source`")
@@ -68,7 +68,6 @@ class TabularDataSpec(StrictModel):
     exclude: list[str] = Field(default_factory=list, description="columns kept out of the model's inputs; they stay "
                                                                  "in the items (e.g. groups for a fairness audit)")
     na_values: list[str] = Field(list(NA_VALUES), description="cell texts that mean a missing value")
-    split: SplitSpec = SplitSpec()
     on_error: Literal["error", "skip"] = Field("error", description="a non-number in a numeric column or a missing "
                                                                     "label: stop, or drop the row (counted)")
 
@@ -122,9 +121,12 @@ class TabularWire(Wire):
             if key not in prep["columns"]:
                 raise InputError(f"{field}.{key}", f"unknown column{did_you_mean(str(key), features)}; the features "
                                                    f"are {', '.join(features)}")
-        for name in features:
-            if name not in value:
-                raise InputError(f"{field}.{name}", "missing: every feature needs a value (null for a missing one)")
+        absent = [name for name in features if name not in value]
+        if len(absent) == 1:
+            raise InputError(f"{field}.{absent[0]}", "missing: every feature needs a value (null for a missing one)")
+        if absent:
+            raise InputError(field, f"missing features {listed(absent)}: every feature needs a value (null for a "
+                                    "missing one)")
         numeric = {c["name"] for c in prep["numeric"]}
         for key, v in value.items():
             where = f"{field}.{key}"
@@ -258,11 +260,10 @@ class TabularClassification(ClassificationTask):
         return main, held, label, numeric, categorical
 
     def _split(self, main: Table, held: Table | None, label: str, classes: list[str]) -> tuple[Table, Table, Table]:
-        s = self.spec.data.split
         if held is None:
-            train, val, test = stratified_split(_targets(main, label, classes), s.val, s.test, s.seed)
+            train, val, test = split_data(_targets(main, label, classes), self.spec.data)
             return main.subset(train), main.subset(val), main.subset(test)
-        train, val, _ = stratified_split(_targets(main, label, classes), s.val, 0.0, s.seed)
+        train, val, _ = split_data(_targets(main, label, classes), self.spec.data, test=0.0)
         return main.subset(train), main.subset(val), held
 
     def prepare(self) -> Prepared:

@@ -12,23 +12,22 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from dlforge.data.split import stratified_split
+from dlforge.data.split import split_data
 from dlforge.data.texts import TextTable, clean, read_texts
 from dlforge.errors import DataError
 from dlforge.models.pretrained import load_pretrained
 from dlforge.registry import TASKS, TEXT_MODELS
-from dlforge.spec import SpecBase, SplitSpec, StrictModel, resolve_path
+from dlforge.spec import DataSpec, SpecBase, resolve_path
 from dlforge.tasks.base import Prepared
 from dlforge.tasks.classification import ClassificationTask
 from dlforge.tasks.language import LanguageModelSpec, LanguageTask, TokenDataset, text_items
 
 
-class TextDataSpec(StrictModel):
+class TextDataSpec(DataSpec):
     source: str = Field(description="builtin:rotten_tomatoes, a .csv/.jsonl/.parquet file, or hf:<dataset id "
                                     "or folder> (read with `datasets`)")
     text_column: str = "text"
     label_column: str = "label"
-    split: SplitSpec = SplitSpec()
     max_length: int = Field(128, ge=4, le=8192, description="tokens per text, special tokens included")
     too_long: Literal["truncate", "skip", "error"] = Field(
         "truncate", description="texts over max_length: cut them, drop them (counted), or stop")
@@ -78,8 +77,7 @@ class TextClassification(LanguageTask, ClassificationTask):
         return clean(read_texts(source, d.text_column, d.label_column), d.on_error)
 
     def _split(self, table: TextTable, classes: list[str]) -> tuple[np.ndarray, ...]:
-        s = self.spec.data.split
-        return stratified_split(_targets(table, classes), s.val, s.test, s.seed)
+        return split_data(_targets(table, classes), self.spec.data)
 
     def prepare(self) -> Prepared:
         d, m = self.spec.data, self.spec.model

@@ -23,6 +23,7 @@ import numpy as np
 from dlforge._io import atomic_write_json
 from dlforge.data.groups import group_name
 from dlforge.errors import DlforgeError
+from dlforge.tasks.base import significant
 
 log = logging.getLogger("dlforge")
 
@@ -76,7 +77,7 @@ class GroupThresholds:
         out = []
         for p, prediction, yes, other in zip(probs, predictions, positive, others.argmax(1), strict=True):
             j = k if yes else int(other)
-            out.append({**prediction, "label": classes[j], "confidence": round(float(p[j]), 6)})
+            out.append({**prediction, "label": classes[j], "confidence": significant(float(p[j]))})
         return out
 
     # ------------------------------------------------------------ the file

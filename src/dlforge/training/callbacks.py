@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from torch import nn
 
 from dlforge.errors import DlforgeError
 
@@ -82,9 +84,13 @@ class GradientFlow(Callback):
     """Per-layer gradient norms, sampled every `every` batches and at each epoch's last batch,
     averaged per epoch into the metrics row.
 
-    A layer whose mean norm falls below `vanish_below` or rises above `explode_above` (or is not
-    finite) is listed under `grad_warnings` every epoch, and logged when it starts (a detector's
-    stride-32 head with no large objects to learn from would otherwise repeat every epoch).
+    A layer whose mean norm is not finite or above `explode_above` is exploding. One below `vanish_below` is
+    vanishing only if a layer between it and the loss has a larger gradient (read off the autograd graph of each
+    epoch's first step): the loss's gradient reached that far and shrank on the way back. A layer with nothing
+    larger between it and the loss got (almost) no gradient from the loss at all: a detector's stride-32 head before
+    it has seen a large object, a pooler the task does not use. Those are "unused so far" (`grad_unused`, logged
+    once), not warnings. Without the graph (a compiled model) a layer is unused while its gradient was None or exactly
+    zero at every recorded step. Warnings are listed under `grad_warnings` every epoch, and logged when they start.
     """
 
     def __init__(self, every: int = 25, vanish_below: float = 1e-7, explode_above: float = 1e3) -> None:
@@ -92,11 +98,23 @@ class GradientFlow(Callback):
         self.vanish_below = vanish_below
         self.explode_above = explode_above
         self._flagged: set[str] = set()  # layers flagged in the previous epoch
+        self._used: set[str] = set()  # layers with a non-zero gradient at some recorded step of the fit
+        self._told_unused: set[str] = set()
 
     def on_train_epoch_start(self, trainer: Trainer) -> None:
         self._names: list[str] = []
         self._sums: torch.Tensor | None = None
         self._count = 0
+        self._between: dict[str, set[str]] = {}  # layer -> the layers on its paths to the loss
+        # Compiled, the graph is one opaque node, and a hook added or removed would recompile the model.
+        self._hook = None if trainer.config.compile else trainer.model.register_forward_hook(self._read_graph)
+
+    def _read_graph(self, model: nn.Module, args: Any, outputs: Any) -> None:
+        if not torch.is_grad_enabled():
+            return
+        self._hook.remove()
+        self._hook = None
+        self._between = _layers_between(outputs, dict(model.named_parameters()))
 
     def on_train_backward_end(self, trainer: Trainer) -> None:
         # Every `every`-th optimizer step and the epoch's last one, so each epoch has at least one sample.
@@ -114,17 +132,29 @@ class GradientFlow(Callback):
         self._count += 1
 
     def on_train_epoch_end(self, trainer: Trainer) -> None:
+        if self._hook is not None:  # no forward with gradients this epoch
+            self._hook.remove()
+            self._hook = None
         if not self._count:
             return
-        means = (self._sums / self._count).tolist()
-        trainer.epoch_row["grad_norm"] = dict(zip(self._names, means, strict=True))
+        means = dict(zip(self._names, (self._sums / self._count).tolist(), strict=True))
+        trainer.epoch_row["grad_norm"] = means
+        self._used |= {n for n, v in means.items() if v > 0}  # a sum of norms is zero only if every one was
+        large = {n for n, v in means.items() if v >= self.vanish_below}
+        # never given a gradient at all (grad None): a module the loss does not reach (its weights name it)
+        unused = [n for n, p in trainer.model.named_parameters()
+                  if p.requires_grad and n not in means and not n.endswith("bias")]
         warnings, new, flagged = [], [], set()
-        for name, value in zip(self._names, means, strict=True):
+        for name, value in means.items():
             if not math.isfinite(value) or value > self.explode_above:
                 state = f"exploding (> {self.explode_above:g})"
             elif value < self.vanish_below and not name.endswith("bias"):
                 # Not biases: some get no gradient by construction (attention key biases shift every score
                 # of a query alike, which softmax ignores).
+                between = self._between.get(name)
+                if not ((between - {name}) & large if between is not None else name in self._used):
+                    unused.append(name)
+                    continue
                 state = f"vanishing (< {self.vanish_below:g})"
             else:
                 continue
@@ -133,13 +163,70 @@ class GradientFlow(Callback):
             if name not in self._flagged:
                 new.append(warnings[-1])
         self._flagged = flagged
+        if unused:
+            trainer.epoch_row["grad_unused"] = unused
         if not trainer.dist.is_main:
             return
         for w in new[:5]:
             log.warning(w)
         if len(new) > 5:
             log.warning("... and %d more gradient warnings (see metrics.jsonl)", len(new) - 5)
+        if told := [n for n in unused if n not in self._told_unused]:
+            self._told_unused.update(told)
+            log.info("epoch %d: %d layer(s) unused so far (no gradient reaches them from the loss): %s%s",
+                     trainer.epoch + 1, len(told), ", ".join(told[:5]), " ..." if len(told) > 5 else "")
         trainer.epoch_row["grad_warnings"] = warnings
+
+
+def _layers_between(outputs: Any, parameters: dict[str, torch.Tensor]) -> dict[str, set[str]]:
+    """Each named parameter in the autograd graph of `outputs` -> the parameters used on its paths to `outputs`
+    (its own layer's included: a large bias gradient says the loss's gradient reaches the layer's output)."""
+    index = {id(p): i for i, p in enumerate(parameters.values())}
+    roots = [t.grad_fn for t in _tensors(outputs) if t.grad_fn is not None]
+    order, seen, stack = [], set(), [(node, False) for node in roots]
+    while stack:  # depth-first post-order: each node after every node it feeds from
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+        elif node not in seen:
+            seen.add(node)
+            stack.append((node, True))
+            stack.extend((child, False) for child, _ in node.next_functions if child is not None)
+    below: dict[Any, int] = {}  # node -> bit set of the parameters between it and the outputs
+    found: dict[int, int] = {}  # parameter index -> bit set
+    for node in reversed(order):  # outputs first: every consumer of a node comes before it
+        between = below.get(node, 0)
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+        if variable is not None:
+            if id(variable) in index:
+                found[index[id(variable)]] = found.get(index[id(variable)], 0) | between
+            continue
+        children = [child for child, _ in node.next_functions if child is not None]
+        for leaf in map(_parameter_of, children):  # the node's own weights (maybe through a transpose or view)
+            if leaf is not None and id(leaf) in index:
+                between |= 1 << index[id(leaf)]
+        for child in children:
+            below[child] = below.get(child, 0) | between
+    names = list(parameters)
+    return {names[i]: {names[j] for j in range(len(names)) if bits >> j & 1} for i, bits in found.items()}
+
+
+def _parameter_of(node: Any) -> torch.Tensor | None:
+    """The leaf tensor a chain of one-input nodes (a transpose, a view) leads to, if it leads to one."""
+    while getattr(node, "variable", None) is None:
+        inputs = [child for child, _ in node.next_functions if child is not None]
+        if len(inputs) != 1:
+            return None
+        node = inputs[0]
+    return node.variable
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a model's output: a tensor, or a (nested) mapping, list or tuple of them."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, list | tuple) else ()
+    return [t for item in items for t in _tensors(item)]
 
 
 class BackboneFreeze(Callback):
