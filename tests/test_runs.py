@@ -1,5 +1,5 @@
-"""Finding runs: `latest` and a prefix of a run's name wherever a run is asked for; what `dlforge runs` shows of runs
-that failed; a quick run on part of the data (`data.limit`)."""
+"""Finding runs: `latest`, a spec's name and a prefix of a run's name wherever a run is asked for; what
+`dlforge runs` shows of runs that failed; a quick run on part of the data (`data.limit`)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def test_latest_and_prefixes_name_one_run(tmp_path: Path, monkeypatch: pytest.Mo
     assert resolve_run("latest", runs) == resolve_run(runs / "latest") == new
     assert resolve_run("adult", runs) == resolve_run(runs / "adult-m") == adult
     assert resolve_run(old) == old and resolve_run(old.name, runs) == old  # a whole name, even if others extend it
+    assert resolve_run("digits-cnn", runs) == resolve_run(runs / "digits-cnn") == new  # a spec's newest finished run
+    with pytest.raises(RunError, match=r"^mnist-cnn: no finished run of that name in "):
+        make_run(runs / "mnist", "mnist-cnn", failed=True)
+        resolve_run("mnist-cnn", runs / "mnist")
     with pytest.raises(RunError) as e:
         resolve_run("digits", runs)
     assert str(e.value).startswith(f"digits: 3 runs in {runs}/ start with 'digits': '{old.name}', '{new.name}', ")
@@ -79,10 +83,11 @@ def test_the_cli_takes_latest_and_prefixes_and_lists_task_and_model_of_failed_ru
 
     (prediction,) = json.loads(cli("predict", "latest", image, cwd=quick_runs, check=True).stdout)
     assert prediction["label"] in [str(d) for d in range(10)]
-    proc = cli("predict", "quick", image, cwd=quick_runs)
+    assert json.loads(cli("predict", "quick", image, cwd=quick_runs, check=True).stdout) == [prediction]  # by spec
+    proc = cli("predict", "qu", image, cwd=quick_runs)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
-    assert f"quick: 2 runs in runs/ start with 'quick': '{finished.path.name}', '{failed.name}'" in errors[0]
+    assert f"qu: 2 runs in runs/ start with 'qu': '{finished.path.name}', '{failed.name}'" in errors[0]
 
     rows = [line.split("\t") for line in cli("runs", cwd=quick_runs, check=True).stdout.splitlines()]
     assert rows[0] == ["run", "status", "task", "model", "epochs", "metric"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -209,8 +210,9 @@ LATEST = "latest"
 
 def resolve_run(given: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Path:
     """The run directory `given` names: a run directory; `latest` (or `<folder>/latest`): the newest finished run in
-    `runs_dir` (or that folder); or the start of a run's name, matching one run there (`digits-cnn-2026`,
-    `runs/digits`). A RunError otherwise, listing the runs an ambiguous prefix matches.
+    `runs_dir` (or that folder); a spec's name (`digits-cnn`, `runs/digits-cnn`): the newest finished run of that
+    spec there; or the start of a run's name, matching one run there (`digits-cnn-2026`, `runs/dig`). A RunError
+    otherwise, listing the runs an ambiguous prefix matches.
 
     `latest` is found, not stored: the finished run whose COMPLETE marker says it finished last. A pointer file would
     be one more thing to keep in step (and a stray entry beside the runs); a symlink needs privileges on Windows."""
@@ -221,10 +223,13 @@ def resolve_run(given: str | os.PathLike, runs_dir: str | os.PathLike = "runs") 
     if len(path.parts) == 1:  # a name alone: in runs_dir, or here (typed from inside a folder of runs)
         folder = Path(runs_dir) if list_runs(runs_dir) or not list_runs(".") else Path(".")
     runs = list_runs(folder)
-    if path.name == LATEST:
-        finished = [r for r in runs if r.is_complete]
+    # `latest`: the newest finished run of the folder; a spec's name (`digits-cnn`): the newest finished of its runs
+    # (`<name>-<stamp>`), so that the README's commands keep naming one run after the spec is trained again.
+    of_spec = re.compile(re.escape(path.name) + r"-\d{8}-\d{6}(-\d+)?")
+    if path.name == LATEST or any(of_spec.fullmatch(r.path.name) for r in runs):
+        finished = [r for r in runs if r.is_complete and (path.name == LATEST or of_spec.fullmatch(r.path.name))]
         if not finished:
-            raise RunError(f"{given}: no finished run in {folder}/ yet")
+            raise RunError(f"{given}: no finished run {'' if path.name == LATEST else 'of that name '}in {folder}/ yet")
         return max(finished, key=_finished_at).path
     matches = [r.path for r in runs if r.path.name.startswith(path.name)]
     exact = [m for m in matches if m.name == path.name]  # digits-20261124-120000 beside digits-20261124-120000-1
