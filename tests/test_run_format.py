@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -206,16 +208,46 @@ def test_run_files_get_the_umasks_mode(finished: Run, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left
 
 
-def test_an_unreadable_run_is_one_line(old_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_open = Path.open
+def as_another_user(call: Callable[[], object]) -> str:
+    """`call()` under another uid (nobody, in a forked child: the kernel's own permission checks, as for a container
+    running as non-root on a shared volume); as a non-root user, in this process. What it returned, or raised."""
+    if os.geteuid() != 0:
+        try:
+            return repr(call())
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, call, report, exit without running pytest's cleanup
+        os.close(read)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            answer = repr(call())
+        except BaseException as e:
+            answer = f"{type(e).__name__}: {e}"
+        os.write(write, answer.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        answer = f.read().decode()
+    os.waitpid(pid, 0)
+    return answer
 
-    def denied(self: Path, *args: object, **kwargs: object):  # as for a run written by another uid with mode 0600
-        if self.name == "meta.json":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", denied)
-    with pytest.raises(RunError, match=r"^\S*meta.json: cannot read it: Permission denied$"):
-        dlforge.load(old_run)
-    with pytest.raises(RunError, match=r"meta.json: cannot read it: Permission denied"):
-        Run(old_run).read_meta()
+def test_another_user_reads_a_run_or_gets_one_line(finished: Run) -> None:
+    shared = Path(tempfile.mkdtemp())  # a folder every uid may enter, as a shared volume's
+    try:
+        shared.chmod(0o755)
+        copy = Path(shutil.copytree(finished.path, shared / finished.path.name))  # modes kept (copy2)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        if not umask & 0o004:  # the run's files have the umask's mode: with 022, 0644, and another uid loads it
+            assert as_another_user(lambda: Run.open(copy).read_meta()["task"]) == "'image_classification'"
+        # mkstemp's 0600, as before issue 17, by another user (as root: the child is that other user; as a user,
+        # 0000, since an owner reads 0600)
+        (copy / "meta.json").chmod(0o600 if os.geteuid() == 0 else 0o000)
+        assert as_another_user(lambda: dlforge.load(copy)) == \
+            f"RunError: {copy}/meta.json: cannot read it: Permission denied"
+    finally:
+        shutil.rmtree(shared)

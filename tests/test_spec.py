@@ -145,3 +145,22 @@ def test_every_example_spec_is_valid(path: Path) -> None:
     schema = json.loads(cli("schema", check=True).stdout)
     jsonschema.validate(yaml.safe_load(path.read_text()), schema)  # editors see the same rules
     assert spec.name
+
+
+def test_a_spec_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from dlforge.spec import MAX_SPEC_BYTES
+
+    huge = tmp_path / "huge.yaml"  # the 1 GB line, sparse: it takes no disk, and reading it whole would
+    with open(huge, "wb") as f:    # take a gigabyte of memory
+        f.write(b"name: x\ntask: image_classification\n# ")
+        f.truncate(1 << 30)
+    with pytest.raises(SpecError, match=rf"^{huge}: not a spec: larger than 1 MB \(a spec is a page of YAML\)$"):
+        load_spec(huge)
+    with pytest.raises(SpecError, match=r"^\S*/dev/zero: not a spec: larger than 1 MB"):
+        load_spec("/dev/zero")  # no size to stat: a stream is read to one byte past the limit, no further
+    at_limit = write_spec(tmp_path / "ok.yaml", digits_spec())
+    at_limit.write_text(at_limit.read_text() + "#" * (MAX_SPEC_BYTES - at_limit.stat().st_size - 1) + "\n")
+    assert at_limit.stat().st_size == MAX_SPEC_BYTES and load_spec(at_limit).name == digits_spec()["name"]
+    (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(SpecError, match=r"latin1.yaml: not UTF-8 text \(byte 9\)"):
+        load_spec(tmp_path / "latin1.yaml")

@@ -250,12 +250,14 @@ def test_the_wire_decodes_rows_and_refuses_bad_ones(tiny_runs) -> None:
     example = wire.example(meta)
     assert set(example) == {"x", "count", "color"} and isinstance(example["count"], int)
     assert wire.decode(json.dumps(example), "i", limits) == example  # KServe V2 BYTES: the JSON of the object
-    row = {"x": None, "count": "3", "color": "mauve", "group": "a"}  # null, a numeric text, unseen, excluded column
+    row = {"x": None, "count": 3, "color": "mauve", "group": "a"}  # null, a number, unseen, excluded column
     assert wire.decode(row, "i", limits) == row
     assert predictor.predict([row])[0]["label"] in meta["classes"]
     bad = [({"count": 1, "color": "red"}, "i.x", "missing"),
            ({**example, "colour": "red"}, "i.colour", "did you mean 'color'"),
            ({**example, "x": "abc"}, "i.x", "'abc' is not a number"),
+           ({**example, "x": "3"}, "i.x", "'3' is not a number"),  # null is the one missing value: no "NaN", no "?"
+           ({**example, "x": math.nan}, "i.x", "nan is not a JSON value"),
            ({**example, "x": True}, "i.x", "a boolean is not a number"),
            ({**example, "color": ["red"]}, "i.color", "expected a single value"),
            ([1, 2], "i", "expected an object of column values")]
@@ -265,7 +267,9 @@ def test_the_wire_decodes_rows_and_refuses_bad_ones(tiny_runs) -> None:
         assert e.value.field == field
     schema = wire.schema(meta)
     assert schema["required"] == ["x", "count", "color"] and "group" in schema["properties"]
-    assert schema["properties"]["color"]["enum"] == ["blue", "green", "red", None]
+    # any category is accepted (an unseen one as unknown): the training ones are examples, not an enum
+    assert schema["properties"]["color"]["examples"] == ["blue", "green", "red"]
+    assert "enum" not in schema["properties"]["color"] and "null" in schema["properties"]["color"]["type"]
     import jsonschema
 
     jsonschema.validate(example, schema)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +18,45 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     The file gets the mode a plain `open()` gives (0o666 less the umask), whatever `write` does, not 0o600 as
     from mkstemp: a run directory is read by other users and by containers running under another uid."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _new_file(path)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _new_file(path)
     mode = tmp_path.stat().st_mode  # 0o666 less the umask, as the kernel made it
     try:
-        write(tmp_path)
-        if tmp_path.stat().st_mode != mode:  # a writer that made its own file (safetensors: 0o600)
-            os.chmod(tmp_path, mode)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        with naming(path):
+            write(tmp_path)
+            if tmp_path.stat().st_mode != mode:  # a writer that made its own file (safetensors: 0o600)
+                os.chmod(tmp_path, mode)
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError inside names `path`: the file the user knows (not the hidden temporary one of an atomic write, nor
+    none, as from a write to an open file), with its errno kept (ENOSPC, EROFS, EACCES, EFBIG), so that a caller
+    can say in one line which file could not be written, and why. Libraries written in Rust (safetensors) raise
+    their own exception type, saying "(os error 28)": that is made the OSError it was."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None or e.filename == os.fspath(path):
+            raise
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from e
+    except Exception as e:
+        rust = _RUST_OS_ERROR.search(str(e))
+        if rust is None:
+            raise
+        errno = int(rust.group(1))
+        raise OSError(errno, os.strerror(errno), os.fspath(path)) from e
+
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def _new_file(beside: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -85,23 +86,37 @@ def train(spec: Annotated[Path | None, typer.Argument(help="the spec YAML file",
           set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: train.epochs=3")] = None,
           runs_dir: Annotated[Path, typer.Option(help="where new runs are created")] = Path("runs"),
           resume: Annotated[Path | None, typer.Option(help="finish a stopped run (a directory, or the start of its "
-                                                           "name)", callback=_run_dir)] = None) -> None:
-    """Train a model from a spec into a new run directory (or resume a stopped one)."""
+                                                           "name)", callback=_run_dir)] = None,
+          force: Annotated[bool, typer.Option("--force", help="--resume a run whose RUNNING marker names a process "
+                                                              "alive on this host (one that is not training it)")
+                           ] = False) -> None:
+    """Train a model from a spec into a new run directory (or resume a stopped one). Ctrl-C or SIGTERM (Kubernetes
+    evicting the pod) stop it with its last finished epoch checkpointed: exit codes 130 and 143."""
     import dlforge
     from dlforge.errors import DlforgeError
+    from dlforge.pipeline import Terminated
     from dlforge.run import Run
 
-    if resume is not None:
-        if spec is not None or set_:
-            raise DlforgeError("--resume continues a run with its own spec.yaml: give no SPEC and no --set")
-        run = Run.open(resume, complete=False)
-        if run.is_complete:
-            raise DlforgeError(f"{resume}: this run already finished")
-        run = dlforge.train(run.read_spec(), resume=run)
-    elif spec is None:
-        raise DlforgeError("give a spec file (dlforge train spec.yaml) or --resume RUN_DIR")
-    else:
-        run = dlforge.train(dlforge.load_spec(spec, set_ or []), runs_dir=runs_dir)
+    try:
+        if resume is not None:
+            if spec is not None or set_:
+                raise DlforgeError("--resume continues a run with its own spec.yaml: give no SPEC and no --set")
+            run = Run.open(resume, complete=False)
+            if run.is_complete:
+                raise DlforgeError(f"{resume}: this run already finished")
+            alive = run.training_process()
+            if alive and not force:  # two processes writing one run would interleave its checkpoints and metrics
+                raise DlforgeError(f"{resume}: still training: process {alive['pid']} on "
+                                   f"{alive.get('host', 'this host')} since {alive.get('started', '?')}; stop it "
+                                   "first, or give --force if that process is not training this run")
+            run = dlforge.train(run.read_spec(), resume=run)
+        elif spec is None:
+            raise DlforgeError("give a spec file (dlforge train spec.yaml) or --resume RUN_DIR")
+        else:
+            run = dlforge.train(dlforge.load_spec(spec, set_ or []), runs_dir=runs_dir)
+    except Terminated:
+        err.print("[yellow]terminated[/] (SIGTERM)", highlight=False)
+        raise typer.Exit(128 + signal.SIGTERM) from None
     if run is not None:
         _print_summary(run)
 
@@ -525,11 +540,17 @@ def package(run: RunArg,
             wheel: Annotated[Path | None, typer.Option(help="install this dlforge wheel [default: the running "
                                                             "dlforge's, built from its source tree]",
                                                        show_default=False)] = None,
-            overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False) -> None:
+            overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
+            base_image: Annotated[str | None, typer.Option(help="the base image, best pinned by digest: "
+                                                                "python:3.12-slim@sha256:... [default: a moving tag]",
+                                                           show_default=False)] = None,
+            api_key: Annotated[bool, typer.Option("--api-key", help="require the API-key Secret: pods do not start "
+                                                                    "without it")] = False) -> None:
     """A Docker build context for a run: Dockerfile, Kubernetes and KServe manifests, a deploy README."""
     from dlforge.package import package_run
 
-    path = package_run(run, out_dir, gpu=gpu, name=name, image=image, wheel=wheel, overwrite=overwrite)
+    path = package_run(run, out_dir, gpu=gpu, name=name, image=image, wheel=wheel, overwrite=overwrite,
+                       base_image=base_image, api_key=api_key)
     out.print(f"build context: {path}\n  docker build -t {image or path.name} {path}\n  see {path / 'README.md'}")
 
 

@@ -58,18 +58,29 @@ ASSETS = "assets"  # the task's own files (a tokenizer, ...), as it saved them; 
 _PLATFORM_MARKER = re.compile(r"\b(platform_system|platform_machine|sys_platform|os_name)\b")
 _DNS = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME = 40  # KServe and Knative append suffixes (-predictor-00001-deployment-...) within 63 characters
+# An image reference, as the distribution spec writes it: [registry[:port]/]path[:tag][@sha256:digest]. Checked in
+# full: it lands in the Dockerfile, where a newline would be an instruction of its own.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                             r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?P<digest>@sha256:[0-9a-f]{64})?")
 
 
 def package_run(run_dir: str | os.PathLike, out: str | os.PathLike, gpu: bool = False, name: str | None = None,
                 image: str | None = None, wheel: str | os.PathLike | None = None, overwrite: bool = False,
-                base_image: str | None = None) -> Path:
+                base_image: str | None = None, api_key: bool = False) -> Path:
     """Write the Docker build context of the finished run `run_dir` to `out`; returns `out`.
 
     `name` names the Kubernetes objects (default: the spec's name, made a DNS label); `image` is the image
     reference the manifests and README use (default `<name>:<dlforge version>`); `wheel`, a dlforge wheel to
     install instead of the running dlforge's (built from its source tree, or the wheel it was installed from).
     Either way the image gets the versions of dlforge's dependencies installed here (`install/requirements.txt`).
+    `base_image` replaces the moving default tag, best pinned by digest (`python:3.12-slim@sha256:...`). With
+    `api_key`, the manifests require the API-key Secret: without it the pods do not start (rather than serve
+    everyone, as an optional Secret lets them).
     """
+    if base_image is not None and not IMAGE_REFERENCE.fullmatch(base_image):
+        raise DlforgeError(f"--base-image {base_image!r}: not an image reference (e.g. "
+                           f"{CPU_BASE}@sha256:<64 hex digits>)")
     run, out = Run.open(run_dir), Path(out)
     if not run.weights_path.is_file():
         raise DlforgeError(f"{run.path}: no model.safetensors to package")
@@ -86,7 +97,7 @@ def package_run(run_dir: str | os.PathLike, out: str | os.PathLike, gpu: bool = 
     ctx = {"name": name, "image": image or f"{name}:{v}", "version": v, "task": meta["task"], "gpu": gpu,
            "torch": pins.get("torch"),
            "run_name": run.path.name, "model_name": spec.get("name") or name,
-           "base": base_image or (GPU_BASE if gpu else CPU_BASE),
+           "base": base_image or (GPU_BASE if gpu else CPU_BASE), "api_key": api_key,
            "memory_mi": _memory_mi(run.weights_path.stat().st_size)}
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +167,18 @@ def dockerfile(ctx: dict[str, Any], wheel: str | None = None) -> str:
         pip = f"--extra-index-url {CPU_TORCH_INDEX} -r /tmp/install/requirements.txt {dlforge}"
     install = (f"{comment}RUN --mount=type=bind,source=install,target=/tmp/install \\\n"
                f"    pip install --no-cache-dir --no-deps {pip}")
-    return _template("Dockerfile.in").substitute(ctx, python_setup=setup, install=install)
+    digest = IMAGE_REFERENCE.fullmatch(ctx["base"])
+    digest = digest.group("digest") if digest else None
+    if digest:
+        pinned = "# The base image pinned by its digest: every build starts from the same bytes.\n"
+    else:
+        pinned = (f"# {ctx['base']} is a moving tag: its publisher re-points it at each patch release, so two builds\n"
+                  "# of this context can start from different images. To pin it, package with\n"
+                  f"# --base-image {ctx['base']}@sha256:<digest> (`docker buildx imagetools inspect "
+                  f"{ctx['base']}`\n# prints the digest).\n")
+    labels = f'      org.opencontainers.image.base.digest="{digest[1:]}" \\\n' if digest else ""
+    return _template("Dockerfile.in").substitute(ctx, python_setup=setup, install=install, base_pinned=pinned,
+                                                 base_digest_label=labels)
 
 
 # ---------------------------------------------------------------- what the image installs
@@ -330,8 +352,10 @@ def inference_service(ctx: dict[str, Any], labels: dict[str, str]) -> dict[str, 
 
 def _env(ctx: dict[str, Any], **extra: str) -> list[dict[str, Any]]:
     plain = {"DLFORGE_RUN": "/opt/ml/model", "DLFORGE_HOST": "0.0.0.0", "DLFORGE_PORT": str(PORT), **extra}
-    key = {"name": "DLFORGE_API_KEY", "valueFrom": {"secretKeyRef": {
-        "name": f"{ctx['name']}-api-key", "key": "api-key", "optional": True}}}
+    # Asked for a key, the Secret is required: a pod without it does not start (CreateContainerConfigError). Not
+    # asked, it is optional: a Secret made later turns the key on.
+    ref = {"name": f"{ctx['name']}-api-key", "key": "api-key", **({} if ctx["api_key"] else {"optional": True})}
+    key = {"name": "DLFORGE_API_KEY", "valueFrom": {"secretKeyRef": ref}}
     return [*({"name": k, "value": v} for k, v in plain.items()), key]
 
 
@@ -398,6 +422,11 @@ def readme(ctx: dict[str, Any], meta: dict[str, Any], example: Any) -> str:
         instance_note=" (a base64 PNG; encode your own with `base64 -w0 image.png`)" if _is_png(example) else "",
         base_note=f"`{ctx['base']}`" + (" (the torch wheel brings CUDA and cuDNN)" if gpu else ""),
         gpu_flag="--gpus all " if gpu else "",
+        secret_line="   # required: the pods do not start without it" if ctx["api_key"] else "   # optional",
+        secret_note=f"\nThe Secret `{ctx['name']}-api-key` is required (packaged with `--api-key`): until it exists "
+                    "the pods stay in `CreateContainerConfigError` rather than serve without a key.\n"
+        if ctx["api_key"] else f"\nThe Secret `{ctx['name']}-api-key` is optional: without it the server answers "
+                               "everyone. Package with `--api-key` to make it required.\n",
         gpu_note="\nThe host needs an NVIDIA driver recent enough for the CUDA of the torch wheel and the "
                  "NVIDIA Container Toolkit.\n" if gpu else "",
         resources_note=f"{memory} MiB of memory requested ({2 * memory} MiB limit), 0.5 to 2 CPUs"
@@ -420,7 +449,7 @@ def _template(name: str) -> Template:
 
 def _copy_model(run: Run, dest: Path) -> None:
     """Copy what serving reads, world-readable: in the image it stays root's, and the server runs as uid 10001
-    (run files are written 0600)."""
+    (the run's files have the mode its writer's umask gave: 0600 under umask 077)."""
     dest.mkdir()
     for name in SERVING_FILES + (ONNX_FILES if stale_reason(run) is None else ()):
         if (run.path / name).is_file():

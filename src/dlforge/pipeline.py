@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import signal
+import threading
+from collections.abc import Iterator
 from importlib.metadata import version
 from typing import Any
 
@@ -12,6 +16,7 @@ from safetensors.torch import save_model
 
 from dlforge._io import atomic_write
 from dlforge.devices import seed_everything
+from dlforge.errors import RunError
 from dlforge.predictor import Predictor
 from dlforge.registry import TASKS
 from dlforge.report.html import write_report
@@ -34,12 +39,25 @@ def callbacks_from_spec(train: TrainSpec) -> list[Callback]:
     return callbacks
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training (Kubernetes evicting a pod, `kill`, `timeout`): stopped as Ctrl-C stops it."""
+
+
 def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | None = None,
           progress: bool | None = None) -> Run:
     """Train `spec` into a new run directory (or finish the stopped run `resume`). The data is read and checked
-    first: a wrong path, a missing column or a corrupt file stops before any run directory is made."""
+    first: a wrong path, a missing column or a corrupt file stops before any run directory is made.
+
+    Stopped by Ctrl-C or SIGTERM (`Terminated`), the run is marked FAILED ("interrupted", "terminated") and keeps
+    the checkpoint of its last finished epoch, from which `dlforge train --resume RUN` goes on. A file that cannot be
+    written (a full disk, a read-only folder) is a RunError naming it; the last good checkpoint stays."""
+    with _sigterm_interrupts():
+        return _train(spec, runs_dir, resume, progress)
+
+
+def _train(spec: SpecBase, runs_dir: str | os.PathLike, run: Run | None, progress: bool | None) -> Run:
     main = int(os.environ.get("RANK", "0")) == 0
-    run = resume
+    resume = run is not None
     try:
         task, prepared, meta, weights = _prepare(spec)
         if main:
@@ -48,7 +66,7 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
             run.mark_running()
             run.write_meta(meta)  # now: a stopped or failed run shows what it was, and can be resumed
         trainer = Trainer(spec.train, callbacks_from_spec(spec.train), run=run, progress=progress)
-        trainer.fit(task, prepared.model, prepared.train, prepared.val, meta, resume=resume is not None,
+        trainer.fit(task, prepared.model, prepared.train, prepared.val, meta, resume=resume,
                     sample_weights=weights)
         if not trainer.dist.is_main:
             return run
@@ -73,9 +91,45 @@ def train(spec: SpecBase, runs_dir: str | os.PathLike = "runs", resume: Run | No
         run.mark_complete(summary)  # last: only now does the run count as finished
         return run
     except BaseException as e:
+        stopped = "terminated" if isinstance(e, Terminated) else "interrupted" if isinstance(e, KeyboardInterrupt) \
+            else None
+        # A full disk, a read-only or foreign folder: one line naming the file (atomic writes name the file, not
+        # their temporary one), not a traceback through the trainer.
+        disk = f"{e.filename}: {e.strerror or e}" if isinstance(e, OSError) and e.filename else None
+        resume_with = ""
         if main and run is not None:
-            run.mark_failed("interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}")
+            try:
+                run.mark_failed(stopped or disk or f"{type(e).__name__}: {e}")
+            except OSError:  # the disk that failed the run may fail its marker too: the first error is the one told
+                log.debug("cannot mark %s failed", run.path, exc_info=True)
+            kept = "the checkpoint of its last finished epoch is kept; " if run.checkpoint_path.exists() else ""
+            resume_with = f"{kept}resume it with: dlforge train --resume {run.path}"
+        if disk:
+            raise RunError(disk + (f" ({resume_with})" if resume_with else "")) from None
+        if stopped and resume_with:
+            log.warning("%s: %s; %s", run.path, stopped, resume_with)
         raise
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises `Terminated` meanwhile (by default it ends Python at once: no FAILED marker, no message), once:
+    a second one while stopping is ignored. Only in the main thread (the only one a handler can be set in) and where
+    no one else handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def check_data(spec: SpecBase) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """The request log: a sample of served inputs and predictions, for drift monitoring (`dlforge monitor --from-log`).
 
-Responses never wait for it: a request puts a row on a bounded queue (dropped, and counted, when the
-queue is full) and one background thread writes rows to SQLite in WAL mode, so readers (the monitor)
-never block the writer. Each row holds the instance as it arrived (JSON: a base64 image, a text, a
-series), the prediction, the route, the model version and the time.
+Responses never wait for it, nor fail because of it: a request puts a row on a bounded queue and one
+background thread writes rows to SQLite in WAL mode, so readers (the monitor) never block the writer.
+A row that cannot be queued (the queue is full), serialised or written is dropped and counted
+(`dropped`, the server's `dlforge_request_log_dropped`). Each row holds the instance as it arrived (JSON:
+a base64 image, a text, a series; an uploaded file as base64, a numeric tensor as nested lists), the
+prediction, the route, the model version and the time.
 """
 
 from __future__ import annotations
@@ -46,10 +48,19 @@ class RequestLog:
             if self._rng.random() >= self.sample:
                 continue
             try:
-                self._queue.put_nowait((now, route, self.model_version, json.dumps(instance, default=_bytes),
-                                        json.dumps(prediction), latency_ms))
+                row = (now, route, self.model_version, _json(instance), _json(prediction), latency_ms)
+            except (TypeError, ValueError, RecursionError) as e:  # the request was answered: only its row is lost
+                self._drop(1, f"a row cannot be serialised ({e})")
+                continue
+            try:
+                self._queue.put_nowait(row)
             except queue.Full:
-                self.dropped += 1
+                self._drop(1, "the queue is full")
+
+    def _drop(self, rows: int, why: str) -> None:
+        if not self.dropped:  # the first drop is worth a line; the rest are counted
+            log.warning("request log %s: %s; dropping rows (counted in dlforge_request_log_dropped)", self.path, why)
+        self.dropped += rows
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the thread."""
@@ -71,8 +82,7 @@ class RequestLog:
                             db.executemany("INSERT INTO requests (time, route, model_version, input, prediction, "
                                            "latency_ms) VALUES (?, ?, ?, ?, ?, ?)", rows)
                     except sqlite3.Error as e:  # a full disk must not take the server down
-                        self.dropped += len(rows)
-                        log.warning("request log %s: %s (%d rows dropped)", self.path, e, len(rows))
+                        self._drop(len(rows), str(e))
                 if done:
                     return
         finally:
@@ -87,9 +97,18 @@ def read_log(path: str | Path, since: float | None = None) -> list[dict[str, Any
     return [{**dict(r), "input": json.loads(r["input"]), "prediction": json.loads(r["prediction"])} for r in rows]
 
 
-def _bytes(value: Any) -> Any:
+def _json(value: Any) -> str:
+    return json.dumps(value, default=_plain, allow_nan=False)  # strict JSON, as the server reads it
+
+
+def _plain(value: Any) -> Any:
+    """What a request's instance may hold besides JSON: an uploaded file, a decoded tensor (a V2 UINT8 image)."""
     import base64
+
+    import numpy as np
 
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(value).decode()  # an uploaded file: logged as base64, like JSON images
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()  # as it arrived: nested lists of numbers (an image wire decodes them again)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -8,7 +8,7 @@
         model.safetensors    the final (best) weights
         eval.json, plots/    test evaluation and its figures
         report.html
-        RUNNING / FAILED     while training (with the pid) / why it stopped
+        RUNNING / FAILED     while training (its pid and host) / why it stopped
         COMPLETE             written last: only a run with it is loaded as finished
 
 Wherever the CLI asks for a run, `resolve_run` also takes `latest` (the newest finished run) or a unique prefix of a
@@ -21,12 +21,13 @@ import datetime as dt
 import json
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dlforge._io import atomic_write_json, atomic_write_text
+from dlforge._io import atomic_write_json, atomic_write_text, naming
 from dlforge.errors import DlforgeError, RunError, listed
 from dlforge.registry import TASKS
 from dlforge.run_meta import FORMAT_VERSION, RunMeta, migrate
@@ -120,7 +121,7 @@ class Run:
         return _meta_class(meta, self.meta_path).of(meta, str(self.meta_path)).to_dict()
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
+        with naming(self.metrics_path), open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -159,7 +160,7 @@ class Run:
 
     def mark_running(self) -> None:
         (self.path / "FAILED").unlink(missing_ok=True)
-        atomic_write_json(self.path / "RUNNING", {"pid": os.getpid(), "started": _now()})
+        atomic_write_json(self.path / "RUNNING", {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()})
 
     def mark_failed(self, reason: str) -> None:
         atomic_write_json(self.path / "FAILED", {"reason": reason, "at": _now()})
@@ -188,14 +189,26 @@ class Run:
             return "complete"
         if (self.path / "FAILED").exists():
             return "failed"
-        running = self.path / "RUNNING"
-        if running.exists():
-            try:
-                os.kill(json.loads(running.read_text())["pid"], 0)
-                return "running"
-            except (OSError, ValueError, KeyError):
-                pass
-        return "stopped"
+        return "running" if self.training_process() else "stopped"
+
+    def training_process(self) -> dict[str, Any] | None:
+        """RUNNING's record ({"pid", "host", "started"}) while its process lives on this host; None otherwise (no
+        marker, a killed process, or this process itself: a restarted container is often PID 1 again). A marker
+        from another host (or a damaged one) cannot be checked from here: None too."""
+        try:
+            marker = json.loads((self.path / "RUNNING").read_text())
+            pid = int(marker["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if marker.get("host", socket.gethostname()) != socket.gethostname() or pid == os.getpid():
+            return None
+        try:
+            os.kill(pid, 0)
+        except PermissionError:  # alive, another user's
+            return marker
+        except (OSError, OverflowError):
+            return None
+        return marker
 
 
 def list_runs(runs_dir: str | os.PathLike) -> list[Run]:

@@ -138,7 +138,32 @@ class LimitsSpec(StrictModel):
                                                            "header before decoding) get 413")
     max_batch: int = Field(256, ge=1, description="most instances in one request")
     max_text_chars: int = Field(100_000, ge=1, description="longest text accepted")
+    max_request_pixels: int = Field(64_000_000, ge=1, description="most image pixels in one request, all its images "
+                                                                  "together (read from the headers before decoding); "
+                                                                  "more gets 413")
+    max_request_bytes: int = Field(32_000_000, ge=1, description="most decoded bytes of texts and rows in one request "
+                                                                 "(UTF-8 characters, 8 per number); more gets 413")
+    max_server_pixels: int = Field(256_000_000, ge=1, description="most image pixels all requests being decoded and "
+                                                                  "predicted hold at once, per server process")
+    max_server_bytes: int = Field(256_000_000, ge=1, description="the same for texts and rows")
+    queue_s: float = Field(2.0, ge=0.0, description="how long a request waits for the server-wide budget before a 503 "
+                                                    "with Retry-After")
     timeout_s: float = Field(30.0, gt=0.0, description="a request not answered by then gets 504")
+    read_timeout_s: float = Field(30.0, gt=0.0, description="a request's headers, and then its body, not received "
+                                                            "within this gets 408 and the connection is closed")
+    max_connections: int = Field(1000, ge=1, description="most open connections per server process; a request "
+                                                         "beyond gets 503")
+    shutdown_grace_s: float = Field(20.0, gt=0.0, description="on SIGTERM, in-flight requests get this long; then the "
+                                                              "process exits (Kubernetes kills at 30 s)")
+
+    @model_validator(mode="after")
+    def _budgets_fit(self) -> LimitsSpec:
+        # a request the server-wide budget can never hold would wait, then get 503 forever
+        for request, server in (("max_request_pixels", "max_server_pixels"), ("max_request_bytes",
+                                                                             "max_server_bytes")):
+            if getattr(self, request) > getattr(self, server):
+                raise ValueError(f"{request} ({getattr(self, request)}) is over {server} ({getattr(self, server)})")
+        return self
 
 
 class RequestLogSpec(StrictModel):
@@ -249,13 +274,25 @@ def spec_class(task: str) -> type[SpecBase]:
     return TASKS.get(task).spec_class
 
 
+# A spec is a page of YAML; a bigger file is a mistake (a data file given as the spec), and PyYAML parses a 1 GB
+# line for minutes before saying so.
+MAX_SPEC_BYTES = 1 << 20
+
+
 def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> SpecBase:
-    """Read, override (`a.b=value`, value parsed as YAML) and validate a spec file."""
+    """Read, override (`a.b=value`, value parsed as YAML) and validate a spec file (at most MAX_SPEC_BYTES)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:  # read to one byte past the limit, never whole: also a pipe or /dev/zero
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
-        raise SpecError(f"{path}: cannot read spec: {e.strerror}") from None
+        raise SpecError(f"{path}: cannot read spec: {e.strerror or e}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: not a spec: larger than {MAX_SPEC_BYTES // 2**20} MB (a spec is a page of YAML)")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start}): a spec is a YAML file") from None
     try:
         raw = yaml.safe_load(text)
         root = yaml.compose(text)

@@ -6,6 +6,9 @@ branch on a task's name: a new task picks one of these, or adds its own.
 Decoding is where untrusted input is checked: every failure is an `InputError` naming the field,
 with 400 for malformed input and 413 for input over a limit (an image's pixel count is read from
 its header before a single pixel is decoded, so a decompression bomb costs nothing).
+
+Before any instance of a request is decoded, `Wire.cost` says what decoding it will hold (image pixels, from the
+headers; bytes of texts and rows), so that a request over its budget is refused having decoded nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import base64
 import binascii
 import io
 import json
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -30,12 +33,27 @@ class Limits(Protocol):
     max_text_chars: int
 
 
+class Cost(NamedTuple):
+    """What decoding an instance holds in memory: image pixels, and bytes of everything else."""
+
+    pixels: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: tuple) -> Cost:
+        return Cost(self.pixels + other[0], self.bytes + other[1])
+
+
 class Wire:
     kind: ClassVar[str]  # what the try-it page shows: "image", "text" or "series"
 
     def decode(self, value: Any, field: str, limits: Limits) -> Any:
         """One JSON instance (or raw bytes of an upload) -> one Predictor item."""
         raise NotImplementedError
+
+    def cost(self, value: Any, field: str, limits: Limits) -> Cost:
+        """What decoding `value` will hold, found without decoding it. By default its size as data: UTF-8 bytes of
+        strings, 8 per number."""
+        return Cost(0, data_size(value))
 
     def encode(self, item: Any) -> Any:
         """The other way: a Predictor item (as the task's data gives it) -> its JSON instance, for clients."""
@@ -62,12 +80,14 @@ class ImageWire(Wire):
     kind = "image"
 
     def decode(self, value: Any, field: str, limits: Limits) -> Any:
-        if isinstance(value, dict) and set(value) == {"b64"}:
-            value, field = value["b64"], f"{field}.b64"
-        if isinstance(value, str):
-            value = _b64(value, field)
+        value, field = _image_bytes(value, field)
         if isinstance(value, bytes | bytearray):
-            return _open_image(bytes(value), field, limits.max_pixels)
+            image = _open_image(bytes(value), field, limits.max_pixels)
+            try:
+                image.load()  # now decode: a truncated file fails here
+            except (OSError, ValueError, SyntaxError) as e:
+                raise InputError(field, f"the image cannot be decoded ({e})") from None
+            return image
         if isinstance(value, list | np.ndarray):
             try:
                 array = np.asarray(value)
@@ -83,6 +103,18 @@ class ImageWire(Wire):
                 raise InputError(field, "image array values must lie in 0..255")
             return array.astype(np.uint8)
         raise InputError(field, f"expected an image as a base64 string, got {_kind(value)}")
+
+    def cost(self, value: Any, field: str, limits: Limits) -> Cost:
+        """Pixels from the file's header (or the array's shape); what `decode` would refuse is refused here."""
+        value, field = _image_bytes(value, field)
+        if isinstance(value, bytes | bytearray):
+            width, height = _open_image(bytes(value), field, limits.max_pixels).size
+            return Cost(width * height, 0)
+        if isinstance(value, np.ndarray) and value.ndim >= 2:
+            return Cost(value.shape[0] * value.shape[1], 0)
+        if isinstance(value, list) and value and isinstance(value[0], list):  # rows of pixels, as JSON gives them
+            return Cost(len(value) * len(value[0]), 0)
+        return Cost()  # not an image: `decode` says so
 
     def encode(self, item: Any) -> str:
         from PIL import Image
@@ -249,6 +281,38 @@ def _kind(value: Any) -> str:
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
+def data_size(value: Any) -> int:
+    """Bytes a JSON value holds as data: strings by their UTF-8 length, numbers (and true, false, null) 8 each.
+    Walked with a stack, not recursion: a client controls how deep the value is nested."""
+    size, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            size += len(v) if v.isascii() else len(v.encode("utf-8", "surrogatepass"))  # a lone surrogate is data too
+        elif isinstance(v, bytes | bytearray):
+            size += len(v)
+        elif isinstance(v, np.ndarray):
+            size += v.nbytes
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        else:
+            size += 8
+    return size
+
+
+def _image_bytes(value: Any, field: str) -> tuple[Any, str]:
+    """An image instance as its file's bytes (base64 decoded, `{"b64": ...}` unwrapped), or as it came when it is
+    not a string; and the field that names it."""
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        value, field = value["b64"], f"{field}.b64"
+    if isinstance(value, str):
+        value = _b64(value, field)
+    return value, field
+
+
 def _b64(text: str, field: str) -> bytes:
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]  # data:image/png;base64,....
@@ -272,11 +336,7 @@ def _open_image(data: bytes, field: str, max_pixels: int) -> Any:
     width, height = image.size
     if width * height > max_pixels:
         raise InputError(field, f"{width}x{height} pixels is over the limit of {max_pixels}", 413)
-    try:
-        image.load()  # now decode: a truncated file fails here
-    except (OSError, ValueError, SyntaxError) as e:
-        raise InputError(field, f"the image cannot be decoded ({e})") from None
-    return image
+    return image  # not decoded yet
 
 
 def _columns(frame: Any) -> dict[str, list]:

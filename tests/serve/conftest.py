@@ -145,8 +145,22 @@ def assert_same_predictions(served: list, offline: list, tol: float = 1e-5) -> N
     same(served, json.loads(json.dumps(offline)), "predictions")
 
 
-def slow_request(images: int = 64, side: int = 1024) -> dict:
+def slow_request(images: int = 64, side: int = 960) -> dict:  # 59 M pixels: under max_request_pixels
     """A request that keeps the model's thread busy for a while: many large (zero, so small as PNG) images,
     each resized in the task's preprocessing."""
     blank = base64.b64encode(png_bytes(np.zeros((side, side), np.uint8))).decode()
     return {"instances": [blank] * images}
+
+
+class LimitedServer(ThreadServer):
+    """A ThreadServer under `dlforge serve`'s own uvicorn settings (`server_options`): the header deadline, the
+    connection cap, the grace period."""
+
+    def __init__(self, run: Path, overrides: tuple[str, ...] = (), **kwargs: object) -> None:
+        from dlforge.serve import server_options
+
+        super().__init__(run, overrides, **kwargs)
+        config = uvicorn.Config(self.server.config.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                **server_options(self.served.settings.limits))
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -146,3 +146,35 @@ def _counter(text: str, labels: str) -> float:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
+
+
+def test_a_v2_uint8_image_is_answered_and_logged_with_the_request_log_on(trained_run, tmp_path) -> None:
+    import numpy as np
+
+    from dlforge.request_log import read_log
+
+    log = tmp_path / "requests.sqlite"
+    pixels = offline_pixels(digit_pngs(1, seed=4)[0])
+    with ThreadServer(trained_run.path, overrides=("serve.request_log.sample=1",),
+                      env={"DLFORGE_REQUEST_LOG": str(log)}) as server, server.client() as c:
+        r = c.post(f"/v2/models/{server.served.name}/infer", json={"inputs": [
+            {"name": "image", "shape": [1, *pixels.shape], "datatype": "UINT8", "data": pixels.ravel().tolist()}]})
+        metrics = c.get("/metrics").text
+    assert r.status_code == 200, r.text  # was 500: "not JSON serialisable: ndarray", after the prediction was made
+    assert "dlforge_request_log_dropped 0.0" in metrics
+    rows = read_log(log)
+    assert len(rows) == 1 and rows[0]["route"].endswith("/infer")
+    assert np.array_equal(np.asarray(rows[0]["input"], np.uint8), pixels)  # logged as it arrived: the monitor reads it
+
+
+def test_a_request_log_row_that_cannot_be_written_is_counted_and_dropped(tmp_path) -> None:
+    from dlforge.request_log import RequestLog, read_log
+
+    log = RequestLog(tmp_path / "requests.sqlite", sample=1.0, model_version="m:1")
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    log.add("/predict", [{"a set": {1}}, deep, "fine"], [{"label": "x"}] * 3, 1.0)  # never raises
+    log.close()
+    assert log.dropped == 2
+    assert [row["input"] for row in read_log(tmp_path / "requests.sqlite")] == ["fine"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -33,9 +35,36 @@ def spec_path(tmp_path: Path) -> Path:
     return write_spec(tmp_path / "spec.yaml", spec)
 
 
+def quick_spec(tmp_path: Path) -> Path:
+    """Two short epochs (600 digits, a narrow model): for the tests of what happens between them."""
+    spec = digits_spec(epochs=2, batch_size=128)
+    spec["data"]["limit"] = 600
+    spec["model"]["kwargs"] = {"width": 8}
+    return write_spec(tmp_path / "quick.yaml", spec)
+
+
 def only_run(runs_dir: Path) -> dlforge.Run:
     (path,) = list(runs_dir.iterdir())
     return dlforge.Run(path)
+
+
+def train_until(spec: Path, runs_dir: Path, sig: int, epochs: int = 1) -> tuple[int, str]:
+    """Run `dlforge train spec` in a subprocess, send it `sig` once `epochs` epochs are logged and one is
+    checkpointed: its exit code and stderr."""
+    with open(runs_dir.parent / f"{runs_dir.name}.stderr", "w+") as stderr:
+        proc = subprocess.Popen([*DLFORGE, "train", str(spec), "--runs-dir", str(runs_dir)],
+                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = list(runs_dir.glob("*/metrics.jsonl"))
+            if runs and len(runs[0].read_text().splitlines()) >= epochs and \
+                    (runs[0].parent / "checkpoints" / "last.pt").exists():
+                break
+            time.sleep(0.01)
+        os.killpg(proc.pid, sig)  # its process group: the trainer, and any data loader workers
+        code = proc.wait()
+        stderr.seek(0)
+        return code, stderr.read()
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
@@ -43,17 +72,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     cli("train", spec, "--runs-dir", tmp_path / "straight", check=True)
     straight = only_run(tmp_path / "straight")
 
-    # Start the same training, and kill -9 it once two epochs are checkpointed.
-    proc = subprocess.Popen([*DLFORGE, "train", str(spec), "--runs-dir", str(tmp_path / "killed")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        runs = list((tmp_path / "killed").glob("*/metrics.jsonl"))
-        if runs and len(runs[0].read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # Start the same training, and kill -9 it once two epochs are done.
+    train_until(spec, tmp_path / "killed", signal.SIGKILL, epochs=2)
     killed = only_run(tmp_path / "killed")
     epochs_done = len(killed.read_metrics())
     assert 2 <= epochs_done < EPOCHS, "the process was not killed mid-run"
@@ -73,6 +93,45 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert strip(killed.read_metrics()) == strip(straight.read_metrics())
     assert json.loads((killed.path / "eval.json").read_text())["metrics"] == \
         json.loads((straight.path / "eval.json").read_text())["metrics"]
+
+
+def test_sigterm_stops_training_like_ctrl_c_and_the_run_resumes(tmp_path: Path) -> None:
+    code, stderr = train_until(quick_spec(tmp_path), tmp_path / "runs", signal.SIGTERM)  # as Kubernetes evicting
+    run = only_run(tmp_path / "runs")
+    assert code == 128 + signal.SIGTERM  # was -15: killed by the signal, with no message
+    assert stderr.rstrip().endswith("terminated (SIGTERM)")
+    assert f"{run.path}: terminated; the checkpoint of its last finished epoch is kept; resume it with: dlforge " \
+           f"train --resume {run.path}" in stderr and "Traceback" not in stderr
+    assert json.loads((run.path / "FAILED").read_text())["reason"] == "terminated"
+    assert run.status() == "failed" and not (run.path / "RUNNING").exists()
+    assert len(run.read_metrics()) == 1
+    cli("train", "--resume", run.path, check=True)
+    assert run.is_complete and [r["epoch"] for r in run.read_metrics()] == [1, 2]
+
+
+def test_resume_refuses_a_run_still_training_on_this_host(trained_run: dlforge.Run, tmp_path: Path) -> None:
+    run = dlforge.Run(shutil.copytree(trained_run.path, tmp_path / trained_run.path.name))
+    (run.path / "COMPLETE").unlink()
+    sleeper = subprocess.Popen(["sleep", "300"])  # a live process that is not this one
+    try:
+        marker = {"pid": sleeper.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00"}
+        (run.path / "RUNNING").write_text(json.dumps(marker))
+        assert run.status() == "running"
+        proc = cli("train", "--resume", run.path)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f"error: {run.path}: still training: process {sleeper.pid} on {socket.gethostname()} since "
+            "2026-01-01T00:00:00+00:00; stop it first, or give --force if that process is not training this run"]
+        # The same pid on another host (a run folder on a shared volume) cannot be checked from here: not refused.
+        (run.path / "RUNNING").write_text(json.dumps({**marker, "host": "another-host"}))
+        assert run.training_process() is None and run.status() == "stopped"
+        (run.path / "RUNNING").write_text(json.dumps(marker))
+        cli("train", "--resume", run.path, "--force", check=True)  # the override: its last epoch is checkpointed
+        assert run.is_complete and not (run.path / "RUNNING").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (run.path / "RUNNING").write_text(json.dumps(marker))  # the pid is dead now: not running
+    assert run.training_process() is None
 
 
 def test_resume_refuses_finished_runs_and_extra_arguments(trained_run: dlforge.Run, tmp_path: Path) -> None:

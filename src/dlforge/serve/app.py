@@ -19,7 +19,7 @@ One module per concern:
     served.py   the served model (`Served`, `load_served`)       bodies.py   request bodies
     routes.py   native routes                                    cloud.py    SageMaker and Vertex AI routes
     v2.py       KServe V2 codec and routes                       errors.py   error handlers
-    guard.py    API key, body limit, request metrics (ASGI)      openapi.py  the predict body's schema
+    guard.py    API key, body limits, read deadlines, metrics    openapi.py  the predict body's schema
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
 from dlforge.serve.batching import Batcher
 from dlforge.serve.cloud import add_cloud_routes
 from dlforge.serve.errors import add_error_handlers
-from dlforge.serve.guard import Guard
+from dlforge.serve.guard import READ_TIMEOUT_STATE, Guard
 from dlforge.serve.routes import add_native_routes
 from dlforge.serve.served import DLFORGE_VERSION, Served, load_served
 from dlforge.serve.v2 import add_v2_routes
@@ -46,7 +47,7 @@ log = logging.getLogger("dlforge")
 
 def create_app(served: Served) -> FastAPI:
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         b = served.settings.batching
         served.batcher = Batcher(served.predictor.predict, b.max_batch_size, b.max_wait_ms,
                                  on_batch=served.metrics.observe_batch)
@@ -59,7 +60,7 @@ def create_app(served: Served) -> FastAPI:
         served.ready = True
         log.info("serving %s (%s, version %s, %s backend), loaded in %.1f s", served.name,
                  served.predictor.meta["task"], served.version, served.backend, served.load_seconds)
-        yield
+        yield {READ_TIMEOUT_STATE: served.settings.limits.read_timeout_s}  # for uvicorn's protocol (guard.py)
         served.ready = False  # in-flight requests have finished: uvicorn drains them before the lifespan ends
         if watching:
             watching.cancel()

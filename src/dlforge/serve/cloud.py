@@ -12,7 +12,7 @@ import os
 from fastapi import FastAPI
 
 from dlforge.serve.openapi import predict_route_doc
-from dlforge.serve.routes import predict_endpoint, ready_endpoint
+from dlforge.serve.routes import READY_RESPONSES, predict_endpoint, ready_endpoint
 from dlforge.serve.served import Served
 
 
@@ -23,5 +23,6 @@ def add_cloud_routes(app: FastAPI, s: Served) -> None:
         app.add_api_route(path, predict_endpoint(s), methods=["POST"], summary="Predict",
                           openapi_extra=predict_route_doc(s), tags=["predict"])
     for path in sorted({"/ping", health_path} - {"/health/ready"}):
-        app.add_api_route(path, ready_endpoint(s), methods=["GET"], summary="Ready to answer", tags=["health"])
+        app.add_api_route(path, ready_endpoint(s), methods=["GET"], summary="Ready to answer", tags=["health"],
+                          responses=READY_RESPONSES)
     s.health_routes.add(health_path)  # never needs the API key

@@ -24,23 +24,35 @@ def validation_error(errors: list[dict[str, Any]], prefix: tuple = ()) -> InputE
     return InputError(where, err["msg"].lower(), 422)
 
 
+def error_response(error: str, status: int, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """`{"error": ..., "field": ...}`; text a client sent that UTF-8 cannot hold (a lone surrogate) is escaped, so
+    quoting the client's input never fails the answer."""
+    body = {"error": _utf8(error)} | ({"field": _utf8(field)} if field is not None else {})
+    return JSONResponse(body, status, headers=headers)
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InputError)
     async def input_error(request: Request, e: InputError) -> JSONResponse:
-        return JSONResponse({"error": str(e), "field": e.field}, e.status)
+        return error_response(str(e), e.status, e.field)
 
     @app.exception_handler(DlforgeError)
     async def user_error(request: Request, e: DlforgeError) -> JSONResponse:
-        return JSONResponse({"error": str(e)}, 400)
+        return error_response(str(e), 400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         err = validation_error(list(e.errors()))
-        return JSONResponse({"error": str(err), "field": err.field}, 422)
+        return error_response(str(err), 422, err.field)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(e.detail)}, e.status_code, headers=getattr(e, "headers", None))
+        return error_response(str(e.detail), e.status_code, headers=getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
     async def crash(request: Request, e: Exception) -> JSONResponse:

@@ -13,12 +13,14 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException
 
-from dlforge.serve.bodies import ExplainRequest, read_predict_body
-from dlforge.serve.openapi import predict_route_doc
+from dlforge.serve.bodies import ExplainRequest, read_json_body, read_predict_body
+from dlforge.serve.openapi import BODY_ERRORS, error_responses, json_body_doc, predict_route_doc
 from dlforge.serve.served import DLFORGE_VERSION, Served
+
+READY_RESPONSES = {200: {"description": "ready"}, **error_responses(503)}
 
 
 def predict_endpoint(s: Served) -> Callable[[Request], Awaitable[JSONResponse]]:
@@ -46,7 +48,8 @@ def ready_endpoint(s: Served) -> Callable[[], Awaitable[JSONResponse]]:
 def add_native_routes(app: FastAPI, s: Served) -> None:
     app.add_api_route("/predict", predict_endpoint(s), methods=["POST"], summary="Predict",
                       openapi_extra=predict_route_doc(s), tags=["predict"])
-    app.add_api_route("/health/ready", ready_endpoint(s), methods=["GET"], summary="Ready to answer", tags=["health"])
+    app.add_api_route("/health/ready", ready_endpoint(s), methods=["GET"], summary="Ready to answer", tags=["health"],
+                      responses=READY_RESPONSES)
 
     @app.get("/health/live", tags=["health"], summary="The process is up")
     async def live() -> dict[str, str]:
@@ -54,7 +57,8 @@ def add_native_routes(app: FastAPI, s: Served) -> None:
 
     example = s.wire.example(s.predictor.meta)  # what the page at / sends as it is; an image's: a small grey PNG
 
-    @app.get("/metadata", tags=["predict"], summary="Task, labels, input schema and model version")
+    @app.get("/metadata", tags=["predict"], summary="Task, labels, input schema and model version",
+             responses=error_responses())
     async def metadata() -> dict[str, Any]:
         meta = s.predictor.meta
         return {"name": s.name, "version": s.version, "task": meta["task"], "model": meta.get("model"),
@@ -65,16 +69,20 @@ def add_native_routes(app: FastAPI, s: Served) -> None:
                 "batching": s.settings.batching.model_dump(), "limits": s.settings.limits.model_dump(),
                 "dlforge": DLFORGE_VERSION}
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse,
+             responses=error_responses())
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/explain", summary="Which parts of each input drove its prediction (as `dlforge explain`)")
-    async def explain(body: ExplainRequest) -> JSONResponse:
+    @app.post("/explain", summary="Which parts of each input drove its prediction (as `dlforge explain`)",
+              responses=error_responses(*BODY_ERRORS, 504), openapi_extra=json_body_doc(
+                  ExplainRequest, s.wire.schema(s.predictor.meta)))
+    async def explain(request: Request) -> JSONResponse:
         from dlforge.explain import explain_json  # captum, shap, lime: only when asked
 
+        body = await read_json_body(request, ExplainRequest)
         s.check_options(body.parameters)
         items = s.decode(body.instances)
         call = functools.partial(explain_json, s.predictor, items, method=body.method, target=body.target,
@@ -88,7 +96,8 @@ def add_native_routes(app: FastAPI, s: Served) -> None:
             raise HTTPException(504, f"no explanation within {timeout:g} s (serve.limits.timeout_s)") from None
         return JSONResponse({"explanations": found}, headers={"X-Model-Version": s.version})
 
-    @app.get("/drift", summary="The last comparison of recent inputs with the training reference (serve.monitor)")
+    @app.get("/drift", summary="The last comparison of recent inputs with the training reference (serve.monitor)",
+             responses=error_responses(404))
     async def drift() -> dict[str, Any]:
         if s.drift_window is None:
             raise HTTPException(404, "drift monitoring is off; serve with --set serve.monitor.window=N")

@@ -6,12 +6,13 @@ The server reaches the model only through the Predictor's public surface, and th
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
+import math
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -28,13 +29,46 @@ from dlforge.run import Run
 from dlforge.serve.batching import Batcher
 from dlforge.serve.drift_window import DriftWindow
 from dlforge.serve.metrics import ServerMetrics
-from dlforge.spec import ServeSpec, apply_override
+from dlforge.spec import LimitsSpec, ServeSpec, apply_override
+from dlforge.wire import Cost
 
 log = logging.getLogger("dlforge")
 
 INLINE_DECODE_BYTES = 64 * 1024
 DLFORGE_VERSION = package_version("dlforge")
 HEALTH_ROUTES = {"/health/live", "/health/ready", "/ping", "/v2/health/live", "/v2/health/ready"}
+
+
+class DecodeBudget:
+    """What all requests being decoded and predicted hold at once, in this process (pixels, and bytes of texts and
+    rows): a request waits up to `serve.limits.queue_s` for room, then gets 503 with Retry-After."""
+
+    def __init__(self, limits: LimitsSpec) -> None:
+        self.capacity = Cost(limits.max_server_pixels, limits.max_server_bytes)
+        self.wait_s = limits.queue_s
+        self.held = Cost()
+        self._changed: asyncio.Condition | None = None  # made in the server's event loop, on first use
+
+    @contextlib.asynccontextmanager
+    async def hold(self, cost: Cost) -> AsyncIterator[None]:
+        self._changed = self._changed or asyncio.Condition()
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._fits(cost)), self.wait_s)
+            except TimeoutError:
+                raise HTTPException(503, "the server is decoding as much as it may (serve.limits.max_server_pixels, "
+                                         "max_server_bytes); retry shortly",
+                                    headers={"Retry-After": str(max(1, math.ceil(self.wait_s)))}) from None
+            self.held += cost
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.held = Cost(self.held.pixels - cost.pixels, self.held.bytes - cost.bytes)
+                self._changed.notify_all()
+
+    def _fits(self, cost: Cost) -> bool:
+        return all(held + need <= cap for held, need, cap in zip(self.held, cost, self.capacity, strict=True))
 
 
 @dataclass
@@ -58,6 +92,10 @@ class Served:
     example_predictions: list[dict[str, Any]] = field(default_factory=list)
     eval: dict[str, Any] = field(default_factory=dict)  # the run's eval.json
     health_routes: set[str] = field(default_factory=lambda: set(HEALTH_ROUTES))  # never need the API key
+    budget: DecodeBudget | None = None  # made from the settings
+
+    def __post_init__(self) -> None:
+        self.budget = self.budget or DecodeBudget(self.settings.limits)
 
     @property
     def wire(self) -> Any:
@@ -65,10 +103,30 @@ class Served:
 
     def decode(self, instances: list[Any], fields: Sequence[str] | None = None) -> list[Any]:
         """Instances -> Predictor items; an error names `fields[i]` (default `instances[i]`): the multipart field or
-        the raw body the instance came in."""
-        limit = self.settings.limits.max_batch
-        if len(instances) > limit:
-            raise InputError("instances", f"{len(instances)} instances is over the limit of {limit} per request", 413)
+        the raw body the instance came in. A request over its budget is refused before anything is decoded."""
+        self.cost(instances, fields)
+        return self._decode(instances, fields)
+
+    def cost(self, instances: list[Any], fields: Sequence[str] | None = None) -> Cost:
+        """What decoding the request will hold, from the images' headers and the data's size; 413 over the
+        per-request budgets (`serve.limits.max_batch`, `max_request_pixels`, `max_request_bytes`)."""
+        limits = self.settings.limits
+        if len(instances) > limits.max_batch:
+            raise InputError("instances", f"{len(instances)} instances is over the limit of {limits.max_batch} per "
+                                          "request", 413)
+        fields = fields or [f"instances[{i}]" for i in range(len(instances))]
+        total = Cost()
+        for value, where in zip(instances, fields, strict=True):
+            total += self.wire.cost(value, where, limits)
+        if total.pixels > limits.max_request_pixels:
+            raise InputError("instances", f"{total.pixels} pixels in all is over the request budget of "
+                                          f"{limits.max_request_pixels} (serve.limits.max_request_pixels)", 413)
+        if total.bytes > limits.max_request_bytes:
+            raise InputError("instances", f"{total.bytes} bytes of data in all is over the request budget of "
+                                          f"{limits.max_request_bytes} (serve.limits.max_request_bytes)", 413)
+        return total
+
+    def _decode(self, instances: list[Any], fields: Sequence[str] | None) -> list[Any]:
         fields = fields or [f"instances[{i}]" for i in range(len(instances))]
         return [self.wire.decode(v, f, self.settings.limits) for v, f in zip(instances, fields, strict=True)]
 
@@ -95,16 +153,21 @@ class Served:
 
     async def _predict(self, instances: list[Any], parameters: dict[str, Any],
                        fields: Sequence[str] | None) -> list[dict[str, Any]]:
-        self.batcher.arriving += 1  # the batcher may wait for this one
-        try:
-            # Large inputs are decoded in a thread, off the event loop; small ones (most requests) here, where
-            # it costs less than the thread hop.
-            small = sum(len(v) for v in instances if isinstance(v, str | bytes)) < INLINE_DECODE_BYTES
-            decode = functools.partial(self.decode, instances, fields)
-            items = decode() if small else await run_in_threadpool(decode)
-        finally:
-            self.batcher.arriving -= 1
-        predictions = await self.batcher.enqueue(items, parameters)  # cancelled on timeout: the batcher skips it
+        # Large inputs are measured and decoded in a thread, off the event loop; small ones (most requests) here,
+        # where it costs less than the thread hop.
+        small = sum(len(v) for v in instances if isinstance(v, str | bytes)) < INLINE_DECODE_BYTES
+
+        async def run(call: Any, *args: Any) -> Any:
+            return call(*args) if small else await run_in_threadpool(call, *args)
+
+        cost = await run(self.cost, instances, fields)
+        async with self.budget.hold(cost):  # until the prediction is made: the decoded items live till then
+            self.batcher.arriving += 1  # the batcher may wait for this one
+            try:
+                items = await run(self._decode, instances, fields)
+            finally:
+                self.batcher.arriving -= 1
+            predictions = await self.batcher.enqueue(items, parameters)  # cancelled on timeout: the batcher skips it
         if self.drift_window is not None:
             self.drift_window.add(items)
         return predictions

@@ -7,15 +7,17 @@ its routes.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from dlforge.errors import InputError
-from dlforge.serve.bodies import V2Request, V2Tensor
+from dlforge.serve.bodies import V2Request, V2Tensor, read_json_body
+from dlforge.serve.openapi import BODY_ERRORS, error_responses, json_body_doc
 from dlforge.serve.served import DLFORGE_VERSION, Served
 
 V2_DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -35,11 +37,11 @@ def add_v2_routes(app: FastAPI, s: Served) -> None:
     async def v2_live() -> dict[str, Any]:
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=["v2"])
+    @app.get("/v2/health/ready", tags=["v2"], responses=error_responses(503))
     async def v2_ready() -> JSONResponse:
         return JSONResponse({"ready": s.ready}, 200 if s.ready else 503)
 
-    @app.get("/v2/models/{name}", tags=["v2"], summary="Model metadata")
+    @app.get("/v2/models/{name}", tags=["v2"], summary="Model metadata", responses=error_responses(404, 422))
     async def v2_model(name: str) -> dict[str, Any]:
         _known(s, name)
         platform = "onnxruntime_onnx" if s.backend == "onnx" else "pytorch"
@@ -48,14 +50,16 @@ def add_v2_routes(app: FastAPI, s: Served) -> None:
         return {"name": s.name, "versions": [s.version], "platform": platform,
                 "inputs": [{"name": "input", "datatype": "BYTES", "shape": [-1]}], "outputs": outputs}
 
-    @app.get("/v2/models/{name}/ready", tags=["v2"])
+    @app.get("/v2/models/{name}/ready", tags=["v2"], responses=error_responses(404, 422, 503))
     async def v2_model_ready(name: str) -> JSONResponse:
         _known(s, name)
         return JSONResponse({"name": s.name, "ready": s.ready}, 200 if s.ready else 503)
 
-    @app.post("/v2/models/{name}/infer", tags=["v2"], summary="Inference (Open Inference Protocol V2)")
-    async def v2_infer(name: str, body: V2Request) -> dict[str, Any]:
+    @app.post("/v2/models/{name}/infer", tags=["v2"], summary="Inference (Open Inference Protocol V2)",
+              responses=error_responses(*BODY_ERRORS, 404, 503, 504), openapi_extra=json_body_doc(V2Request))
+    async def v2_infer(name: str, request: Request) -> dict[str, Any]:
         _known(s, name)
+        body = await read_json_body(request, V2Request)
         instances = v2_instances(body.inputs[0])
         predictions = await s.predict(instances, body.parameters, f"/v2/models/{name}/infer")
         outputs = v2_outputs(predictions)
@@ -78,12 +82,12 @@ def v2_instances(t: V2Tensor) -> list[Any]:
     where = "inputs[0]"
     if t.datatype not in V2_DATATYPES:
         raise InputError(f"{where}.datatype", f"{t.datatype!r} is not a V2 datatype ({', '.join(V2_DATATYPES)})")
-    count = int(np.prod(t.shape))
+    count = math.prod(t.shape)
     flat = list(_flatten(t.data))
     if len(flat) != count or count == 0:
         raise InputError(f"{where}.data", f"{len(flat)} values do not fill shape {t.shape}")
     if t.datatype == "BYTES":
-        if len(t.shape) > 1 and int(np.prod(t.shape[1:])) != 1:
+        if len(t.shape) > 1 and math.prod(t.shape[1:]) != 1:
             raise InputError(f"{where}.shape", f"BYTES inputs are one per instance: shape [N] or [N, 1], got {t.shape}")
         return flat
     try:
@@ -93,12 +97,17 @@ def v2_instances(t: V2Tensor) -> list[Any]:
     return list(array)
 
 
-def _flatten(data: Any) -> Any:
-    for v in data:
-        if isinstance(v, list):
-            yield from _flatten(v)
-        else:
+def _flatten(data: list[Any]) -> Any:
+    """The values of nested lists, in order; without recursion (a body may nest as deep as the JSON parser goes)."""
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
             yield v
+        else:
+            stack.pop()
 
 
 def v2_outputs(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -97,7 +97,12 @@ class TabularClassificationSpec(SpecBase):
 class TabularWire(Wire):
     """{"column": value, ...}: every feature (null for a missing value); other columns the data had may come
     along and stay in the item. A JSON string of that object is accepted too (KServe V2 BYTES). Decoding needs a
-    run's columns: a task loaded from a run has a wire that knows them."""
+    run's columns: a task loaded from a run has a wire that knows them.
+
+    One rule for what is missing, as in strict JSON: null. A numeric column takes a finite number or null (not a
+    string, not NaN or Infinity) within `SPAN` training standard deviations of the training mean (the schema's
+    minimum and maximum): further out, the float32 model's output overflows to NaN. A category column takes a
+    string, a number, a boolean or null; a category the training data did not have is accepted as unknown."""
 
     kind = "table"
 
@@ -127,20 +132,26 @@ class TabularWire(Wire):
         if absent:
             raise InputError(field, f"missing features {listed(absent)}: every feature needs a value (null for a "
                                     "missing one)")
-        numeric = {c["name"] for c in prep["numeric"]}
+        numeric = {c["name"]: c for c in prep["numeric"]}
         for key, v in value.items():
             where = f"{field}.{key}"
             if isinstance(v, dict | list):
                 raise InputError(where, f"expected a single value, got {_kind(v)}")
             if isinstance(v, str) and len(v) > limits.max_text_chars:
                 raise InputError(where, f"{len(v)} characters is over the limit of {limits.max_text_chars}", 413)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise InputError(where, f"{v!r} is not a JSON value; send null for a missing one")
             if key in numeric:
+                if isinstance(v, str):
+                    raise InputError(where, f"{v[:40]!r} is not a number (a string); expected a number or null")
                 try:
-                    number(v, prep["na_values"])
-                except ValueError as e:
+                    x = number(v, prep["na_values"])
+                except (ValueError, OverflowError) as e:  # OverflowError: an int beyond float64's range
                     raise InputError(where, f"{e}; expected a number or null") from None
-            elif isinstance(v, float) and not math.isfinite(v):
-                raise InputError(where, f"{v!r} is not a category")
+                low, high = _span(numeric[key])
+                if not math.isnan(x) and not low <= x <= high:  # (NaN: missing)
+                    raise InputError(where, f"{v!r} is outside {low:.6g}..{high:.6g}, {SPAN:g} training standard "
+                                            "deviations around the training mean")
         return dict(value)
 
     def encode(self, item: Any) -> dict[str, Any]:
@@ -154,12 +165,16 @@ class TabularWire(Wire):
 
     def schema(self, meta: dict[str, Any]) -> dict[str, Any]:
         prep = meta.get("preprocessing", {})
-        properties: dict[str, Any] = {name: {} for name in prep.get("columns", []) if name != prep.get("label")}
+        scalar = {"type": ["string", "number", "boolean", "null"]}
+        properties: dict[str, Any] = {name: scalar for name in prep.get("columns", []) if name != prep.get("label")}
         for c in prep.get("numeric", []):
-            properties[c["name"]] = {"type": ["number", "null"], "description": "null: missing"}
+            low, high = _span(c)
+            properties[c["name"]] = {"type": ["number", "null"], "minimum": low, "maximum": high,
+                                     "description": "null: missing (NaN is not JSON)"}
         for c in prep.get("categorical", []):
-            properties[c["name"]] = {"type": ["string", "null"], "enum": [*c["categories"], None],
-                                     "description": "the training categories; others are accepted as unknown"}
+            properties[c["name"]] = {**scalar, "examples": c["categories"][:20],
+                                     "description": "a category (null: missing); one the training data did not "
+                                                    "have is accepted as unknown"}
         return {"type": "object", "properties": properties, "additionalProperties": False,
                 "required": feature_names(prep) if prep else []}
 
@@ -187,6 +202,15 @@ class TabularWire(Wire):
             if name not in frame:
                 frame[name] = counts
         return frame
+
+
+SPAN = 1e6  # how many training standard deviations from the training mean a number may lie
+
+
+def _span(column: dict[str, Any]) -> tuple[float, float]:
+    """The numbers a numeric column takes: the training mean +- SPAN standard deviations."""
+    reach = SPAN * max(column["std"], abs(column["mean"]), 1.0)  # std alone can be tiny (an almost constant column)
+    return column["mean"] - reach, column["mean"] + reach
 
 
 def _safe(convert: Any, value: Any, na: Sequence[str], default: Any) -> Any:
