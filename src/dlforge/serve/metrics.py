@@ -35,7 +35,8 @@ class ServerMetrics:
         self.batch_seconds = Histogram("dlforge_batch_duration_seconds", "Time of one batched prediction",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.load_seconds = Gauge("dlforge_model_load_seconds", "Time to load the model at start", registry=r)
-        self.log_dropped = Gauge("dlforge_request_log_dropped", "Request-log rows dropped (queue full)", registry=r)
+        self.log_dropped = Gauge("dlforge_request_log_dropped", "Request-log rows dropped (queue full or unwritable)",
+                                 registry=r)
         self.model = Info("dlforge_model", "The model served", registry=r)
         self._drift: dict[str, Gauge] = {}
 
