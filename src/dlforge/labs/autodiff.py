@@ -347,24 +347,25 @@ def _plot_parity(ops: list[dict], nets: list[dict], fd: list[dict], path: Path) 
     fd_labels = [f"{r['network']}: {k}" for r in fd for k in r["rel_error"]]
     fd_values = [v for r in fd for v in r["rel_error"].values()]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5.5), width_ratios=[3, 2])
-    floor = 1e-18  # an exact match (0) drawn at the floor of the log axis
-    a.barh(range(len(values)), [max(v, floor) for v in values], color="C0")
-    a.set_yticks(range(len(values)), labels, fontsize=7)
-    a.axvline(PARITY_TOLERANCE, color="C3", ls="--", label=f"tolerance {PARITY_TOLERANCE:g}")
-    a.set_xscale("log")
-    a.invert_yaxis()
-    a.set_xlabel("max |ours − torch.autograd| / max |torch|  (float64)")
-    a.set_title("gradients against torch.autograd")
-    a.legend(fontsize=8)
-    b.barh(range(len(fd_values)), fd_values, color="C1")
-    b.set_yticks(range(len(fd_values)), fd_labels, fontsize=7)
-    b.axvline(FD_TOLERANCE, color="C3", ls="--", label=f"tolerance {FD_TOLERANCE:g}")
-    b.set_xscale("log")
-    b.invert_yaxis()
-    b.set_xlabel("‖central differences − gradient‖ / ‖gradient‖")
-    b.set_title("gradients against finite differences")
-    b.legend(fontsize=8)
+    _error_bars(a, labels, values, PARITY_TOLERANCE, "max |ours − torch.autograd| / max |torch|  (float64)",
+                "gradients against torch.autograd", "C0")
+    _error_bars(b, fd_labels, fd_values, FD_TOLERANCE, "‖central differences − gradient‖ / ‖gradient‖",
+                "gradients against finite differences", "C1")
     save(fig, path)
+
+
+def _error_bars(ax: Any, labels: list[str], values: list[float], tolerance: float, xlabel: str, title: str,
+                color: str) -> None:
+    """Relative errors as bars on a log axis, with the tolerance they must stay under."""
+    floor = 1e-18  # an exact match (0) drawn at the floor of the log axis
+    ax.barh(range(len(values)), [max(v, floor) for v in values], color=color)
+    ax.set_yticks(range(len(values)), labels, fontsize=7)
+    ax.axvline(tolerance, color="C3", ls="--", label=f"tolerance {tolerance:g}")
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
 
 
 def _plot_training(training: dict, cost: list[dict], path: Path) -> None:
